@@ -1,0 +1,61 @@
+"""The partition's ASGI application: public routes, then the ordered policy chain and the
+data-plane route table."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from openmhsm.api import health, rng
+from openmhsm.api.context import ApiContext
+from openmhsm.api.deleted_keys import DeletedKeysApi
+from openmhsm.api.key_backup import KeyBackupApi
+from openmhsm.api.key_ops import KeyOpsApi
+from openmhsm.api.keys import KeysApi
+from openmhsm.api.middleware import (
+    ActivationGate,
+    ApiVersionCheck,
+    Authenticate,
+    Authorize,
+    KeyVaultErrors,
+    RequestId,
+    not_found,
+)
+from openmhsm.auth.identity import identity_routes
+
+
+class _RaisingRouter:
+    """A Router that raises (404/405) instead of answering in plain text, so the error policy
+    answers in Key Vault's shape."""
+
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        self.router = Router(routes=routes, redirect_slashes=False, default=not_found)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.router
+        await self.router(scope, receive, send)
+
+
+def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
+    """Order matters where paths overlap: literal segments before `{version}`."""
+    return [
+        *KeyBackupApi(ctx).routes(),
+        *KeyOpsApi(ctx).routes(),
+        *DeletedKeysApi(ctx).routes(),
+        *KeysApi(ctx).routes(),
+        *rng.routes(),
+    ]
+
+
+def build_app(ctx: ApiContext) -> ASGIApp:
+    protected: ASGIApp = _RaisingRouter(data_plane_routes(ctx))
+    protected = Authorize(protected)
+    protected = Authenticate(protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok)
+    protected = ActivationGate(protected, ctx.state)
+    protected = ApiVersionCheck(protected)
+    protected = KeyVaultErrors(protected)
+    public = [
+        *health.routes(ctx.state, ctx.partition_id),
+        *identity_routes(ctx.tokens, ctx.principals, ctx.tenant_id, ctx.audience_ok),
+    ]
+    return RequestId(Router(routes=public, redirect_slashes=False, default=protected))

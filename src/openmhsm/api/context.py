@@ -1,0 +1,29 @@
+"""What the HTTP layer needs from one partition: its services and its identity settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from openmhsm.auth.tokens import TokenService
+from openmhsm.config import DeletionPolicy
+from openmhsm.services.backup import KeyBackups
+from openmhsm.services.deleted import DeletedKeyService
+from openmhsm.services.key_ops import KeyOperations
+from openmhsm.services.keys import KeyService
+from openmhsm.services.principals import PrincipalStore
+
+
+@dataclass
+class ApiContext:
+    keys: KeyService
+    deleted: DeletedKeyService
+    ops: KeyOperations
+    backups: KeyBackups
+    principals: PrincipalStore
+    tokens: TokenService
+    deletion: DeletionPolicy
+    tenant_id: str
+    audience_ok: Callable[[str], bool]
+    partition_id: int = 0
+    state: Callable[[], str] = field(default=lambda: "Active")

@@ -1,0 +1,173 @@
+"""The request policies, each one small ASGI callable, applied in the order `app.py` lists them:
+request id → errors → api-version → activation gate → authenticate (or 401 challenge) →
+authorize → route."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openmhsm.api.errors import error_body, error_response
+from openmhsm.auth.challenge import bearer_token, challenge_header
+from openmhsm.auth.tokens import TokenService
+from openmhsm.errors import (
+    BadParameter,
+    MethodNotAllowed,
+    MhsmError,
+    NotActivated,
+    NotFound,
+    Unauthorized,
+)
+
+API_VERSION = re.compile(r"^(7\.[0-6](-preview(\.\d+)?)?|2016-10-01|2025-07-01(-preview)?)$")
+MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."
+
+
+class RequestId:
+    """Gives each request an id (`x-ms-request-id`) and echoes the client's own id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        client_id = Headers(scope=scope).get("x-ms-client-request-id")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["x-ms-request-id"] = request_id
+                if client_id and len(client_id) <= 128:
+                    headers["x-ms-client-request-id"] = client_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class KeyVaultErrors:
+    """Turns any exception raised below into Key Vault's error JSON (unknown ones: 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            if isinstance(exc, HTTPException):
+                exc = _http_error(exc)
+            await error_response(exc)(scope, receive, send)
+
+
+def _http_error(exc: HTTPException) -> MhsmError:
+    if exc.status_code == 405:
+        return MethodNotAllowed("The HTTP method is not allowed on this path.")
+    return NotFound("The requested path was not found.")
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The router's default: no route matched."""
+    raise NotFound("The requested path was not found.")
+
+
+class ApiVersionCheck:
+    """Every data-plane call names a known api-version (LRO status URLs are polled without)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not scope["path"].endswith("/pending"):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            versions = query.get("api-version")
+            if not versions:
+                raise BadParameter("The api-version query parameter is required.",
+                                   inner_code="MissingApiVersionParameter")
+            if not API_VERSION.match(versions[0]):
+                raise BadParameter(
+                    f"The specified version ({versions[0][:20]}) is not recognized.",
+                    inner_code="InvalidApiVersionParameter",
+                )
+        await self.app(scope, receive, send)
+
+
+class ActivationGate:
+    """Before the security domain is active, only security-domain calls are served."""
+
+    def __init__(self, app: ASGIApp, state: Callable[[], str]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.state() != "Active" and not scope["path"].startswith("/securitydomain"):
+            raise NotActivated(
+                "This Managed HSM is not activated: download its security domain first "
+                f"(state: {self.state()})."
+            )
+        await self.app(scope, receive, send)
+
+
+class Authenticate:
+    """Bearer tokens of this pool only; anything else gets the 401 challenge before the body
+    is read, as the Azure SDK's challenge policy needs (API §2.1)."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenService, tenant_id: str,
+                 audience_ok: Callable[[str], bool]) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.tenant_id = tenant_id
+        self.audience_ok = audience_ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        token = bearer_token(headers.get("authorization"))
+        host = headers.get("host", "")
+        try:
+            if token is None:
+                raise Unauthorized(MISSING_TOKEN)
+            principal = self.tokens.validate(token, self.audience_ok)
+        except Unauthorized as exc:
+            challenge = challenge_header(host, f"https://{host}", self.tenant_id)
+            response = JSONResponse(
+                error_body("Unauthorized", exc.message),
+                status_code=401,
+                headers={"WWW-Authenticate": challenge},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+class Authorize:
+    """RBAC comes with its own issue: for now every principal of the pool is allowed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+Policy = Callable[[ASGIApp], ASGIApp]

@@ -1,0 +1,105 @@
+"""A prefix-scoped, plaintext view of storage: how services see it.
+
+Keys are relative to the view's prefix (`/pool1/` + `keys/k1/abc`). Values are sealed by the
+barrier on the way in and opened on the way out, with the full storage path as AAD, so storage
+only ever holds sealed records. Keys under `meta/` are the exception: plaintext domain metadata
+(DESIGN §4) that must be readable before the domain keys are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from openmhsm.barrier.barrier import Barrier
+from openmhsm.storage.base import Delete, Entry, Event, Put, Storage, TxnOp
+
+PLAINTEXT_PREFIX = "meta/"
+
+
+class BarrierView:
+    """The `Storage` Protocol over plaintext values, relative keys and one prefix.
+
+    Reads raise `SealError` for a record that fails to open (tampered, moved, unknown term).
+    """
+
+    def __init__(self, storage: Storage, barrier: Barrier, prefix: str) -> None:
+        """Raises ValueError unless `prefix` is empty or ends with "/" (so `/pool1/` never
+        overlaps `/pool10/`)."""
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"view prefix must end with '/': {prefix!r}")
+        self._storage = storage
+        self._barrier = barrier
+        self.prefix = prefix
+
+    async def get(self, key: str) -> Entry | None:
+        """The opened entry at `key`, or None. Raises SealError."""
+        entry = await self._storage.get(self.prefix + key)
+        return self._opened(entry) if entry is not None else None
+
+    async def put_if(self, key: str, value: bytes, expected_revision: int | None = None) -> int:
+        """Seal and write `value` at `key`; return the new revision. Raises StorageConflict."""
+        return await self._storage.put_if(
+            self.prefix + key, self._seal(key, value), expected_revision
+        )
+
+    async def delete_if(self, key: str, expected_revision: int | None = None) -> int:
+        """Remove `key`; return the store revision. Raises StorageConflict."""
+        return await self._storage.delete_if(self.prefix + key, expected_revision)
+
+    async def list_page(
+        self, prefix: str, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Opened entries under `prefix` in key order, with relative keys. Raises SealError."""
+        after = self.prefix + start_after if start_after is not None else None
+        page = await self._storage.list_page(self.prefix + prefix, after, limit)
+        return [self._opened(entry) for entry in page]
+
+    async def txn(self, ops: Sequence[TxnOp]) -> int:
+        """Seal every put and apply the transaction atomically. Raises StorageConflict."""
+        return await self._storage.txn([self._scoped(op) for op in ops])
+
+    async def revision(self) -> int:
+        """The underlying store's current revision."""
+        return await self._storage.revision()
+
+    def watch_from(self, prefix: str, revision: int) -> AsyncIterator[Event]:
+        """Opened changes under `prefix` from `revision` on, with relative keys. Raises
+        SealError and StorageCompacted (on iteration)."""
+        return self._watch(prefix, revision)
+
+    async def close(self) -> None:
+        """Nothing to release: the underlying storage belongs to whoever opened it."""
+
+    async def _watch(self, prefix: str, revision: int) -> AsyncIterator[Event]:
+        stream = self._storage.watch_from(self.prefix + prefix, revision)
+        try:
+            async for event in stream:
+                key = self._relative(event.key)
+                value = self._open(key, event.value) if event.kind == "put" else b""
+                yield Event(event.kind, key, value, event.revision)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _scoped(self, op: TxnOp) -> TxnOp:
+        if isinstance(op, Put):
+            return Put(self.prefix + op.key, self._seal(op.key, op.value), op.expected_revision)
+        return Delete(self.prefix + op.key, op.expected_revision)
+
+    def _opened(self, entry: Entry) -> Entry:
+        key = self._relative(entry.key)
+        return Entry(key, self._open(key, entry.value), entry.mod_revision)
+
+    def _seal(self, key: str, value: bytes) -> bytes:
+        if key.startswith(PLAINTEXT_PREFIX):
+            return value
+        return self._barrier.seal(self.prefix + key, value)
+
+    def _open(self, key: str, value: bytes) -> bytes:
+        if key.startswith(PLAINTEXT_PREFIX):
+            return value
+        return self._barrier.open(self.prefix + key, value)
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) :]

@@ -1,0 +1,33 @@
+"""`mhsm`: the command line. Each command group lives in its own module and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from openmhsm.cli import keys, pool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mhsm", description="OpenMHSM: a self-hosted Managed HSM that speaks Azure's API."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pool.register(commands)
+    keys.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

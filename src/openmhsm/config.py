@@ -1,0 +1,90 @@
+"""Frozen settings of a pool and its partitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIN_RETENTION_DAYS = 7
+MAX_RETENTION_DAYS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionPolicy:
+    """Soft-delete retention and purge protection, chosen at pool creation."""
+
+    retention_days: int = MAX_RETENTION_DAYS
+    purge_protection: bool = False
+
+    def __post_init__(self) -> None:
+        if not MIN_RETENTION_DAYS <= self.retention_days <= MAX_RETENTION_DAYS:
+            raise ValueError("retention must be 7 to 90 days")
+
+    @property
+    def recovery_level(self) -> str:
+        """Key Vault's DeletionRecoveryLevel for this policy (API §5)."""
+        base = "Recoverable" if self.retention_days == MAX_RETENTION_DAYS else (
+            "CustomizedRecoverable"
+        )
+        return base if self.purge_protection else f"{base}+Purgeable"
+
+
+LOCAL_NAMES = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """A pool's settings, fixed at creation (port and host names may change on restart)."""
+
+    name: str
+    tenant_id: str
+    port: int
+    bind: str = "127.0.0.1"
+    hostnames: tuple[str, ...] = ()
+    storage: str = ""
+    deletion: DeletionPolicy = DeletionPolicy()
+
+    @property
+    def host(self) -> str:
+        """The host clients use: the first --hostname, else 127.0.0.1 (never bare localhost,
+        which cannot pass the Azure SDK's challenge-resource check)."""
+        return self.hostnames[0] if self.hostnames else "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name and address the server certificate lists."""
+        return tuple(dict.fromkeys((*LOCAL_NAMES, *self.hostnames)))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "v": 1,
+            "name": self.name,
+            "tenant_id": self.tenant_id,
+            "port": self.port,
+            "bind": self.bind,
+            "hostnames": list(self.hostnames),
+            "storage": self.storage,
+            "retention_days": self.deletion.retention_days,
+            "purge_protection": self.deletion.purge_protection,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> PoolConfig:
+        hostnames = obj.get("hostnames") or []
+        assert isinstance(hostnames, list)
+        return cls(
+            name=str(obj["name"]),
+            tenant_id=str(obj["tenant_id"]),
+            port=int(str(obj["port"])),
+            bind=str(obj.get("bind", "127.0.0.1")),
+            hostnames=tuple(str(h) for h in hostnames),
+            storage=str(obj.get("storage", "")),
+            deletion=DeletionPolicy(
+                retention_days=int(str(obj.get("retention_days", 90))),
+                purge_protection=bool(obj.get("purge_protection", False)),
+            ),
+        )

@@ -1,0 +1,184 @@
+"""The partition's in-memory copy of the key records, kept coherent with storage.
+
+Reads and crypto are served from here (DESIGN §2). The cache is loaded once from a listing at
+revision R, then follows the storage watch from R+1; the partition's own writes are applied as
+soon as storage commits them, so a writer always reads its own write. An entry is replaced only by
+a change with a higher revision, which makes own writes and watch events commute. A miss on a key
+name reads storage through (another partition may have just written it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from openmhsm.services import records
+from openmhsm.storage.base import Event, Put, Storage, StorageCompacted, TxnOp
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("keys/", "deleted/")
+_PARSERS: dict[str, Callable[[bytes], Any]] = {
+    records.CURRENT: records.load_current,
+    records.POLICY: records.load_policy,
+}
+
+
+def _parse(path: str, value: bytes) -> Any:
+    if path.startswith("deleted/"):
+        return records.load_deleted(value)
+    leaf = path.rsplit("/", 1)[1]
+    return _PARSERS.get(leaf, records.load_version)(value)
+
+
+class KeyCache:
+    """Raw records by path, parsed lazily and memoised; revisions decide which change wins."""
+
+    def __init__(self, store: Storage) -> None:
+        self._store = store
+        self._raw: dict[str, tuple[int, bytes | None]] = {}
+        self._parsed: dict[str, Any] = {}
+        self._by_name: dict[str, set[str]] = {}
+        self._deleted: set[str] = set()
+        self.revision = 0
+        self._follower: asyncio.Task[None] | None = None
+
+    # --- loading and following -------------------------------------------------------------
+
+    async def load(self) -> None:
+        """List every record and start following changes from the listing's revision."""
+        revision = await self._store.revision()
+        for prefix in PREFIXES:
+            start: str | None = None
+            while True:
+                page = await self._store.list_page(prefix, start_after=start, limit=500)
+                for entry in page:
+                    self.apply("put", entry.key, entry.value, entry.mod_revision)
+                if len(page) < 500:
+                    break
+                start = page[-1].key
+        self.revision = max(self.revision, revision)
+        self._follower = asyncio.create_task(self._follow(revision + 1))
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follower
+            self._follower = None
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                async for event in self._watch(revision):
+                    self.apply_event(event)
+                    revision = event.revision + 1
+            except asyncio.CancelledError:
+                raise
+            except StorageCompacted:
+                log.warning("key cache fell behind compaction; reloading")
+                self._raw.clear()
+                self._parsed.clear()
+                self._by_name.clear()
+                self._deleted.clear()
+                await self.load()
+                return
+            except Exception:
+                log.exception("key cache watch failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _watch(self, revision: int) -> Any:
+        async for event in self._store.watch_from("", revision):
+            if event.key.startswith(PREFIXES):
+                yield event
+
+    def apply_event(self, event: Event) -> None:
+        self.apply(event.kind, event.key, event.value, event.revision)
+
+    def apply(
+        self, kind: str, path: str, value: bytes | None, revision: int, parsed: Any = None
+    ) -> None:
+        """Apply one change unless the cache already holds a newer one for that path.
+        `parsed` is the record already parsed, for the partition's own writes."""
+        known = self._raw.get(path)
+        if known is not None and known[0] >= revision:
+            return
+        if parsed is None:
+            self._parsed.pop(path, None)
+        else:
+            self._parsed[path] = parsed
+        self.revision = max(self.revision, revision)
+        if path.startswith("deleted/"):
+            name = path.split("/", 1)[1]
+            if kind == "put":
+                self._deleted.add(name)
+            else:
+                self._deleted.discard(name)
+        else:
+            name = path.split("/", 2)[1]
+            leaves = self._by_name.setdefault(name, set())
+            if kind == "put":
+                leaves.add(path)
+            else:
+                leaves.discard(path)
+                if not leaves:
+                    del self._by_name[name]
+        self._raw[path] = (revision, value if kind == "put" else None)
+
+    async def commit(self, changes: Sequence[tuple[TxnOp, Any]]) -> int:
+        """Commit operations as one storage transaction, then apply them here at once, so the
+        writer reads its own write. Raises StorageConflict / StorageUnavailable unchanged."""
+        revision = await self._store.txn([op for op, _ in changes])
+        for op, parsed in changes:
+            if isinstance(op, Put):
+                self.apply("put", op.key, op.value, revision, parsed)
+            else:
+                self.apply("delete", op.key, None, revision)
+        return revision
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, path: str) -> tuple[Any, int] | None:
+        """The parsed record at `path` and its revision, or None."""
+        known = self._raw.get(path)
+        if known is None or known[1] is None:
+            return None
+        parsed = self._parsed.get(path)
+        if parsed is None:
+            parsed = _parse(path, known[1])
+            self._parsed[path] = parsed
+        return parsed, known[0]
+
+    def revision_of(self, path: str) -> int:
+        """The revision of a live record, or 0 when there is none (for compare-on-revision)."""
+        known = self._raw.get(path)
+        return known[0] if known is not None and known[1] is not None else 0
+
+    def paths_of(self, name: str) -> set[str]:
+        return set(self._by_name.get(name.lower(), ()))
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def deleted_names(self) -> list[str]:
+        return sorted(self._deleted)
+
+    def iter_versions(self, name: str) -> Iterator[str]:
+        for path in sorted(self._by_name.get(name.lower(), ())):
+            if not path.rsplit("/", 1)[1].startswith("@"):
+                yield path
+
+    async def read_through(self, name: str) -> None:
+        """Refresh every record of one name from storage (a miss may be another partition's
+        fresh write)."""
+        lname = name.lower()
+        for prefix in (records.key_prefix(lname),):
+            page = await self._store.list_page(prefix, limit=10_000)
+            for entry in page:
+                self.apply("put", entry.key, entry.value, entry.mod_revision)
+        entry = await self._store.get(records.deleted_path(lname))
+        if entry is not None:
+            self.apply("put", entry.key, entry.value, entry.mod_revision)
