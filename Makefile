@@ -9,7 +9,13 @@ DATA_DIR ?= .data/pool
 PORT ?= 8443
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test unit integration check bench clean
+.PHONY: install system-deps run test unit integration check bench clean
+
+# etcd (Debian's etcd-server) backs the three-partition pool; the tests start their own clusters.
+system-deps:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq etcd-server; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: system-deps $(STAMP)
 
+# A three-partition pool on a three-member etcd cluster; `make run DEV=1` for the embedded mode.
 run: install
-	$(BIN)/mhsm up --dev --data-dir $(DATA_DIR) --port $(PORT)
+	$(BIN)/mhsm up $(if $(DEV),--dev) --data-dir $(DATA_DIR) --port $(PORT)
 
 test: install
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests

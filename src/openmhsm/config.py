@@ -22,8 +22,10 @@ class DeletionPolicy:
     @property
     def recovery_level(self) -> str:
         """Key Vault's DeletionRecoveryLevel for this policy (API §5)."""
-        base = "Recoverable" if self.retention_days == MAX_RETENTION_DAYS else (
-            "CustomizedRecoverable"
+        base = (
+            "Recoverable"
+            if self.retention_days == MAX_RETENTION_DAYS
+            else ("CustomizedRecoverable")
         )
         return base if self.purge_protection else f"{base}+Purgeable"
 
@@ -42,6 +44,7 @@ class PoolConfig:
     hostnames: tuple[str, ...] = ()
     storage: str = ""
     deletion: DeletionPolicy = DeletionPolicy()
+    mode: str = "dev"  # "dev": one partition on SQLite; "pool": three partitions on etcd
 
     @property
     def host(self) -> str:
@@ -70,6 +73,7 @@ class PoolConfig:
             "storage": self.storage,
             "retention_days": self.deletion.retention_days,
             "purge_protection": self.deletion.purge_protection,
+            "mode": self.mode,
         }
 
     @classmethod
@@ -87,4 +91,5 @@ class PoolConfig:
                 retention_days=int(str(obj.get("retention_days", 90))),
                 purge_protection=bool(obj.get("purge_protection", False)),
             ),
+            mode=str(obj.get("mode", "dev")),
         )

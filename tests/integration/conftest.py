@@ -4,9 +4,9 @@ Azure SDK clients (and raw HTTPS where the SDK would do the work locally)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,10 +42,22 @@ class DevPool:
 
     def start(self) -> DevPool:
         log = (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "openmhsm.cli.main", "up", "--dev",
-             "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openmhsm.cli.main",
+                "up",
+                "--dev",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         pool_json = self.data_dir / "pool.json"
@@ -87,8 +99,11 @@ class DevPool:
     def credential(self) -> ClientSecretCredential:
         admin = self.doc["admin"]
         return ClientSecretCredential(
-            self.doc["tenant_id"], admin["client_id"], admin["client_secret"],
-            authority=self.doc["authority"], disable_instance_discovery=True,
+            self.doc["tenant_id"],
+            admin["client_id"],
+            admin["client_secret"],
+            authority=self.doc["authority"],
+            disable_instance_discovery=True,
             connection_verify=self.ca,
         )
 
@@ -101,7 +116,8 @@ class DevPool:
     def http(self, token: str | None = None) -> httpx.Client:
         """A raw HTTPS client with the admin's bearer token (or the given one)."""
         headers = {"Authorization": f"Bearer {token or self.token()}"}
-        return httpx.Client(base_url=self.url, verify=self.ca, headers=headers, timeout=30)
+        tls = ssl.create_default_context(cafile=self.ca)  # httpx deprecates verify=<path>
+        return httpx.Client(base_url=self.url, verify=tls, headers=headers, timeout=30)
 
 
 def start_pool(tmp: Path, *extra: str) -> DevPool:

@@ -12,6 +12,7 @@ from openmhsm.api.deleted_keys import DeletedKeysApi
 from openmhsm.api.key_backup import KeyBackupApi
 from openmhsm.api.key_ops import KeyOpsApi
 from openmhsm.api.keys import KeysApi
+from openmhsm.api.metrics import MetricsPolicy, metrics_routes
 from openmhsm.api.middleware import (
     ActivationGate,
     ApiVersionCheck,
@@ -48,7 +49,8 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
 
 
 def build_app(ctx: ApiContext) -> ASGIApp:
-    protected: ASGIApp = _RaisingRouter(data_plane_routes(ctx))
+    routes = data_plane_routes(ctx)
+    protected: ASGIApp = _RaisingRouter(routes)
     protected = Authorize(protected)
     protected = Authenticate(protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok)
     protected = ActivationGate(protected, ctx.state)
@@ -57,5 +59,9 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     public = [
         *health.routes(ctx.state, ctx.partition_id),
         *identity_routes(ctx.tokens, ctx.principals, ctx.tenant_id, ctx.audience_ok),
+        *metrics_routes(ctx.metrics, ctx.partition_id),
     ]
-    return RequestId(Router(routes=public, redirect_slashes=False, default=protected))
+    if ctx.metrics.cache_revision is None:  # unless the partition wired another source
+        ctx.metrics.cache_revision = lambda: ctx.keys.cache.revision
+    app = Router(routes=public, redirect_slashes=False, default=protected)
+    return RequestId(MetricsPolicy(app, ctx.metrics, routes))

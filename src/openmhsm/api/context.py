@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from openmhsm.api.metrics import RequestMetrics
 from openmhsm.auth.tokens import TokenService
 from openmhsm.config import DeletionPolicy
 from openmhsm.services.backup import KeyBackups
@@ -27,3 +28,4 @@ class ApiContext:
     audience_ok: Callable[[str], bool]
     partition_id: int = 0
     state: Callable[[], str] = field(default=lambda: "Active")
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)

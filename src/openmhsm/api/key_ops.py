@@ -32,10 +32,13 @@ class KeyOpsApi:
         return request.path_params["name"], request.path_params.get("version"), body, alg
 
     @staticmethod
-    def _result(request: Request, name: str, version: str, value: bytes, **extra: bytes | None
-                ) -> Response:
-        out: JSON = {"kid": models.key_id(wire.base_url(request), name, version),
-                     "value": wire.b64(value)}
+    def _result(
+        request: Request, name: str, version: str, value: bytes, **extra: bytes | None
+    ) -> Response:
+        out: JSON = {
+            "kid": models.key_id(wire.base_url(request), name, version),
+            "value": wire.b64(value),
+        }
         out.update({k: wire.b64(v) for k, v in extra.items() if v is not None})
         return JSONResponse(out)
 
@@ -58,8 +61,9 @@ class KeyOpsApi:
         iv = wire.b64_optional(body, "iv")
         aad = wire.b64_optional(body, "aad")
         kv, result = await self.ctx.ops.encrypt(name, version, alg, plaintext, iv, aad)
-        return self._result(request, kv.name, kv.version, result.ciphertext,
-                            iv=result.iv, tag=result.tag, aad=aad)
+        return self._result(
+            request, kv.name, kv.version, result.ciphertext, iv=result.iv, tag=result.tag, aad=aad
+        )
 
     async def decrypt(self, request: Request) -> Response:
         name, version, body, alg = await self._args(request)

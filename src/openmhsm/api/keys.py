@@ -40,17 +40,22 @@ class KeysApi:
 
     async def create(self, request: Request) -> Response:
         body = await wire.json_body(request)
-        kv = await self.ctx.keys.create(request.path_params["name"], body)
+        kv = await self.ctx.keys.create(
+            request.path_params["name"], body, wire.client_request_id(request)
+        )
         return self._bundle(request, kv)
 
     async def import_key(self, request: Request) -> Response:
         body = await wire.json_body(request)
-        kv = await self.ctx.keys.import_key(request.path_params["name"], body)
+        kv = await self.ctx.keys.import_key(
+            request.path_params["name"], body, wire.client_request_id(request)
+        )
         return self._bundle(request, kv)
 
     async def get(self, request: Request) -> Response:
-        kv = await self.ctx.keys.get(request.path_params["name"],
-                                     request.path_params.get("version"))
+        kv = await self.ctx.keys.get(
+            request.path_params["name"], request.path_params.get("version")
+        )
         return self._bundle(request, kv)
 
     async def update(self, request: Request) -> Response:
@@ -64,8 +69,7 @@ class KeysApi:
         result = self.ctx.keys.list_keys(wire.skip_token(request), wire.max_results(request))
         base = wire.base_url(request)
         items = [
-            models.key_item(base, kv, self.ctx.deletion, with_version=False)
-            for kv in result.items
+            models.key_item(base, kv, self.ctx.deletion, with_version=False) for kv in result.items
         ]
         return JSONResponse(wire.page(request, items, result.continue_after))
 
@@ -75,13 +79,14 @@ class KeysApi:
         )
         base = wire.base_url(request)
         items = [
-            models.key_item(base, kv, self.ctx.deletion, with_version=True)
-            for kv in result.items
+            models.key_item(base, kv, self.ctx.deletion, with_version=True) for kv in result.items
         ]
         return JSONResponse(wire.page(request, items, result.continue_after))
 
     async def rotate(self, request: Request) -> Response:
-        kv = await self.ctx.keys.rotate(request.path_params["name"])
+        kv = await self.ctx.keys.rotate(
+            request.path_params["name"], wire.client_request_id(request)
+        )
         return self._bundle(request, kv)
 
     async def get_policy(self, request: Request) -> Response:

@@ -27,7 +27,7 @@ from openmhsm.errors import (
 )
 
 API_VERSION = re.compile(r"^(7\.[0-6](-preview(\.\d+)?)?|2016-10-01|2025-07-01(-preview)?)$")
-MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."
+MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."  # noqa: S105 - a message
 
 
 class RequestId:
@@ -102,9 +102,11 @@ class ApiVersionCheck:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             versions = query.get("api-version")
             if not versions:
-                raise BadParameter("The api-version query parameter is required.",
-                                   inner_code="MissingApiVersionParameter")
-            if not API_VERSION.match(versions[0]):
+                raise BadParameter(
+                    "The api-version query parameter is required.",
+                    inner_code="MissingApiVersionParameter",
+                )
+            if not API_VERSION.fullmatch(versions[0]):
                 raise BadParameter(
                     f"The specified version ({versions[0][:20]}) is not recognized.",
                     inner_code="InvalidApiVersionParameter",
@@ -132,8 +134,9 @@ class Authenticate:
     """Bearer tokens of this pool only; anything else gets the 401 challenge before the body
     is read, as the Azure SDK's challenge policy needs (API §2.1)."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenService, tenant_id: str,
-                 audience_ok: Callable[[str], bool]) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: TokenService, tenant_id: str, audience_ok: Callable[[str], bool]
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.tenant_id = tenant_id

@@ -30,8 +30,11 @@ def attributes(kv: KeyVersion, deletion: DeletionPolicy) -> JSON:
 
 
 def key_bundle(base: str, kv: KeyVersion, deletion: DeletionPolicy) -> JSON:
-    jwk: JSON = {"kid": key_id(base, kv.name, kv.version), "kty": kv.kty,
-                 "key_ops": list(kv.key_ops)}
+    jwk: JSON = {
+        "kid": key_id(base, kv.name, kv.version),
+        "kty": kv.kty,
+        "key_ops": list(kv.key_ops),
+    }
     jwk.update(public_jwk(kv.material))
     jwk["kty"] = kv.kty
     bundle: JSON = {"key": jwk, "attributes": attributes(kv, deletion)}

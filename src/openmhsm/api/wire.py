@@ -16,10 +16,15 @@ MAX_BODY = 1024 * 1024
 MAX_RESULTS = 25
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts digits int() refuses, like '²'."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
 async def json_body(request: Request, *, optional: bool = False) -> JSON:
     """The request's JSON object. Raises BadParameter, PayloadTooLarge."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not _is_number(declared) or int(declared) > MAX_BODY):
         raise PayloadTooLarge(f"The request body must be at most {MAX_BODY} bytes.")
     chunks = []
     size = 0
@@ -35,7 +40,10 @@ async def json_body(request: Request, *, optional: bool = False) -> JSON:
         raise BadParameter("The request body is required.")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # A lone surrogate (`"\ud800"`) parses but can never be encoded again: refuse it here
+        # rather than store a record that no response can render.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
         raise BadParameter("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise BadParameter("The request body must be a JSON object.")
@@ -74,6 +82,13 @@ def b64(data: bytes) -> str:
     return b64u_encode(data)
 
 
+def client_request_id(request: Request) -> str | None:
+    """`x-ms-client-request-id`: azure-core sends the same one on every retry of a call, so
+    writes use it to recognise a retry of a request that already committed."""
+    value = request.headers.get("x-ms-client-request-id")
+    return value if value and len(value) <= 128 and value.isprintable() else None
+
+
 def base_url(request: Request) -> str:
     """`https://<host[:port]>` as the client addressed us (ids and links use it)."""
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
@@ -84,7 +99,7 @@ def max_results(request: Request) -> int:
     raw = request.query_params.get("maxresults")
     if raw is None:
         return MAX_RESULTS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RESULTS:
+    if not _is_number(raw) or not 1 <= int(raw) <= MAX_RESULTS:
         raise BadParameter(f"maxresults must be an integer from 1 to {MAX_RESULTS}.")
     return int(raw)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from openmhsm.cli import keys, pool
+from openmhsm.cli import keys, partition, pool, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pool.register(commands)
     keys.register(commands)
+    partition.register(commands)
+    status.register(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from openmhsm.auth.challenge import resource_for_host
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
-from openmhsm.cluster.partition import Partition
+from openmhsm.cluster.partition import Partition, PartitionSettings
+from openmhsm.cluster.plan import load_or_create_plan
+from openmhsm.cluster.pool_file import pool_document, write_pool_document
+from openmhsm.cluster.supervisor import Supervisor, admin_credentials
 from openmhsm.cluster.tls import ensure_pool_ca, issue_certificate
 from openmhsm.config import PoolConfig
 from openmhsm.services.principals import identity_header
@@ -31,12 +34,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up = commands.add_parser("up", help="start a local pool")
     up.add_argument("--data-dir", required=True, type=Path)
     up.add_argument("--port", type=int, default=None, help="HTTPS port (default 8443)")
-    up.add_argument("--hostname", action="append", default=None,
-                    help="a DNS name the pool is reached by (repeatable)")
+    up.add_argument(
+        "--hostname",
+        action="append",
+        default=None,
+        help="a DNS name the pool is reached by (repeatable)",
+    )
     up.add_argument("--bind", default=None, help="address to listen on (default 127.0.0.1)")
     up.add_argument("--name", default=None, help="pool name (default: local)")
-    up.add_argument("--dev", action="store_true",
-                    help="embedded mode: one partition on SQLite")
+    up.add_argument(
+        "--dev",
+        action="store_true",
+        help="embedded mode: one partition on SQLite (default: 3 partitions on etcd)",
+    )
     up.add_argument("--detach", action="store_true", help="run in the background")
     up.add_argument("--retention-days", type=int, default=None)
     up.add_argument("--purge-protection", action="store_true")
@@ -56,8 +66,13 @@ def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
     if data.config.exists():
         saved: dict[str, Any] = read_json(data.config)
     else:
-        saved = {"name": args.name or "local", "tenant_id": str(uuid.uuid4()), "port": 8443,
-                 "storage": f"sqlite:///{data.sqlite.resolve()}"}
+        saved = {
+            "name": args.name or "local",
+            "tenant_id": str(uuid.uuid4()),
+            "port": 8443,
+            "mode": "dev" if args.dev else "pool",
+            "storage": f"sqlite:///{data.sqlite.resolve()}" if args.dev else "etcd",
+        }
         if args.retention_days is not None:
             saved["retention_days"] = args.retention_days
         saved["purge_protection"] = bool(args.purge_protection)
@@ -74,63 +89,134 @@ def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
     return config
 
 
-def pool_document(data: DataDir, config: PoolConfig, partition: Partition, pid: int | None
-                  ) -> dict[str, Any]:
-    """The `pool.json` contract (DESIGN §9)."""
-    admin = partition.admin
-    assert admin is not None
-    host = config.host
-    host_port = f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
-    return {
-        "name": config.name,
-        "url": config.url,
-        "ca_cert": str(data.ca_cert.resolve()),
-        "tenant_id": config.tenant_id,
-        "authority": config.url,
-        "resource": resource_for_host(host_port),
-        "identity_endpoint": f"{config.url}/msi/token",
-        "admin": {"client_id": admin.client_id, "client_secret": admin.client_secret},
-        "mode": "dev",
-        "pid": pid,
-        "partitions": [{"id": partition.partition_id, "pid": pid, "url": config.url}],
-        "etcd": [],
-    }
-
-
-def run_up(args: argparse.Namespace) -> int:
-    if not args.dev:
-        print("mhsm up: only --dev (one partition on SQLite) is available in this version; "
-              "the three-partition etcd pool is not built yet.", file=sys.stderr)
-        return 2
-    if args.detach:
-        return _detach(args)
-    data = DataDir(args.data_dir.resolve())
-    data.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _lock(data: DataDir) -> Any:
+    """Hold the data dir's lock for the life of this process, or None if another holds it."""
     lock = (data.root / ".lock").open("a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def _prepare(args: argparse.Namespace) -> tuple[DataDir, PoolConfig, Any] | int:
+    data = DataDir(args.data_dir.resolve())
+    data.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = _lock(data)
+    if lock is None:
         print(f"mhsm up: a pool is already running on {data.root}", file=sys.stderr)
         return 1
     config = _config(data, args)
+    if config.mode != ("dev" if args.dev else "pool"):
+        print(
+            f"mhsm up: {data.root} holds a {config.mode} pool; start it the same way "
+            f"({'with' if config.mode == 'dev' else 'without'} --dev)",
+            file=sys.stderr,
+        )
+        lock.close()
+        return 2
     ensure_pool_ca(data.tls)
-    issue_certificate(data.ca_cert, data.ca_key, data.server_cert, data.server_key,
-                      names=config.names, server=True)
-    partition = Partition(data, config)
+    issue_certificate(
+        data.ca_cert,
+        data.ca_key,
+        data.server_cert,
+        data.server_key,
+        names=config.names,
+        server=True,
+    )
+    return data, config, lock
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _detach(args)
+    prepared = _prepare(args)
+    if isinstance(prepared, int):
+        return prepared
+    data, config, lock = prepared
+    try:
+        return _run_dev(data, config) if args.dev else _run_pool(data, config)
+    finally:
+        lock.close()
+
+
+def _run_dev(data: DataDir, config: PoolConfig) -> int:
+    settings = PartitionSettings(partition_id=0, storage=config.storage, own_port=config.port)
+    partition = Partition(data, config, settings)
+
+    def document(pid: int | None) -> dict[str, Any]:
+        admin = partition.admin
+        assert admin is not None
+        parts = [{"id": 0, "pid": pid, "url": config.url}]
+        creds = {"client_id": admin.client_id, "client_secret": admin.client_secret}
+        return pool_document(data, config, creds, pid, parts)
 
     async def ready() -> None:
-        write_json_atomic(data.pool_json, pool_document(data, config, partition, os.getpid()))
+        write_pool_document(data, document(os.getpid()))
         print(f"OpenMHSM dev pool '{config.name}' serving at {config.url}", flush=True)
         print(f"  pool.json: {data.pool_json}", flush=True)
-        print("  DEV MODE: one partition on SQLite; the domain root is sealed locally under "
-              f"{data.partition(0)}", flush=True)
+        print(
+            "  DEV MODE: one partition on SQLite; the domain root is sealed locally under "
+            f"{data.partition(0)}",
+            flush=True,
+        )
 
     try:
         asyncio.run(partition.serve(ready))
     finally:
         if partition.admin is not None:
-            write_json_atomic(data.pool_json, pool_document(data, config, partition, None))
-        lock.close()
+            write_pool_document(data, document(None))
+    return 0
+
+
+def _run_pool(data: DataDir, config: PoolConfig) -> int:
+    plan = load_or_create_plan(data, config.bind)
+    if not shutil.which("etcd"):
+        print(
+            "mhsm up: etcd is not installed (Debian: apt-get install etcd-server)", file=sys.stderr
+        )
+        return 2
+
+    def document(sup: Supervisor, pid: int | None) -> dict[str, Any]:
+        admin = admin_credentials(data) or {"client_id": "", "client_secret": ""}
+        parts = [
+            {"id": p.id, "pid": p.pid if pid else None, "url": sup.partition_url(p.id)}
+            for p in sup.partitions
+        ]
+        members = [
+            {"name": m.name, "pid": m.pid if pid else None, "client_url": m.client_url}
+            for m in sup.etcd.members()
+        ]
+        return pool_document(data, config, admin, pid, parts, members)
+
+    started = False
+
+    def on_change(sup: Supervisor) -> None:
+        if started:
+            write_pool_document(data, document(sup, os.getpid()))
+
+    supervisor = Supervisor(data, config, plan, on_change)
+
+    async def main() -> None:
+        nonlocal started
+        try:
+            await supervisor.start()
+            started = True
+            on_change(supervisor)
+            print(
+                f"OpenMHSM pool '{config.name}' serving at {config.url} "
+                f"(3 partitions, 3 etcd members)",
+                flush=True,
+            )
+            print(f"  pool.json: {data.pool_json}", flush=True)
+            await supervisor.run()
+        finally:
+            await supervisor.stop()
+            if started:
+                write_pool_document(data, document(supervisor, None))
+
+    asyncio.run(main())
     return 0
 
 
@@ -142,13 +228,18 @@ def _detach(args: argparse.Namespace) -> int:
     log = (data.logs / "mhsm.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "openmhsm.cli.main", *argv],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
     )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            print(f"mhsm up: the pool exited ({proc.returncode}); see {data.logs / 'mhsm.log'}",
-                  file=sys.stderr)
+            print(
+                f"mhsm up: the pool exited ({proc.returncode}); see {data.logs / 'mhsm.log'}",
+                file=sys.stderr,
+            )
             return 1
         if data.pool_json.exists() and data.pool_json.stat().st_mtime_ns != previous:
             doc = read_json(data.pool_json)
@@ -162,7 +253,9 @@ def _detach(args: argparse.Namespace) -> int:
 
 
 def _argv_of(args: argparse.Namespace) -> list[str]:
-    argv = ["up", "--dev", "--data-dir", str(args.data_dir)]
+    argv = ["up", "--data-dir", str(args.data_dir)]
+    if args.dev:
+        argv.append("--dev")
     for flag in ("port", "bind", "name", "retention_days"):
         value = getattr(args, flag)
         if value is not None:

@@ -54,6 +54,26 @@ class DataDir:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def cluster(self) -> Path:
+        """Ports and etcd endpoints chosen by the supervisor (pool mode)."""
+        return self.root / "cluster.json"
+
+    @property
+    def supervisor_state(self) -> Path:
+        """Heals, maintenance and health as the supervisor last saw them."""
+        return self.root / "supervisor.json"
+
+    @property
+    def etcd(self) -> Path:
+        return self.root / "etcd"
+
+    def partition_cert(self, n: int) -> Path:
+        return self.partition(n) / "partition.pem"
+
+    def partition_key(self, n: int) -> Path:
+        return self.partition(n) / "partition.key"
+
     def partition(self, n: int) -> Path:
         return self.root / "partitions" / str(n)
 

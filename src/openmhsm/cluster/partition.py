@@ -4,8 +4,9 @@ and serves the full API over TLS until told to stop (SIGINT/SIGTERM drain in-fli
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,10 +19,12 @@ from openmhsm.auth.tokens import TokenService
 from openmhsm.barrier.barrier import Barrier
 from openmhsm.barrier.keyring import Keyring
 from openmhsm.barrier.view import BarrierView
+from openmhsm.cluster import join
+from openmhsm.cluster.domain_loader import load_domain
+from openmhsm.cluster.draining import DrainingServer
+from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
-from openmhsm.domain.sealing import seal_to_file, unseal_from_file
-from openmhsm.domain.secrets import DomainSecrets
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
 from openmhsm.services.key_cache import KeyCache
@@ -33,7 +36,6 @@ from openmhsm.storage.registry import open_storage
 from openmhsm.types import SystemClock
 
 log = logging.getLogger(__name__)
-DOMAIN_META = "meta/domain"
 
 
 def _host_port(host: str, port: int) -> str:
@@ -60,49 +62,72 @@ class AdminCredentials:
     client_secret: str
 
 
-async def load_domain(
-    data: DataDir, storage: Storage, prefix: str, partition_id: int
-) -> DomainSecrets:
-    """Unseal this partition's domain secrets, or create the domain on a brand-new pool.
-    The domain metadata (`meta/domain`) is the one plaintext record in storage."""
-    sealed, seal_key = data.sealed(partition_id), data.seal_key(partition_id)
-    entry = await storage.get(prefix + DOMAIN_META)
-    if sealed.exists():
-        secrets = unseal_from_file(sealed, seal_key)
-        if entry is not None and json.loads(entry.value)["domain_id"] != secrets.domain_id:
-            raise RuntimeError("this partition's sealed domain does not match the pool's storage")
-        return secrets
-    if entry is not None:
-        raise RuntimeError(
-            "the pool's storage belongs to an existing security domain, but this partition "
-            "holds no sealed copy of it"
-        )
-    secrets = DomainSecrets.generate()
-    data.partition(partition_id).mkdir(parents=True, exist_ok=True)
-    seal_to_file(secrets, sealed, seal_key)
-    meta = {"v": 1, "domain_id": secrets.domain_id, "state": "Active"}
-    await storage.put_if(prefix + DOMAIN_META, json.dumps(meta).encode(), 0)
-    return secrets
+@dataclass(frozen=True)
+class PartitionSettings:
+    """Where one partition listens and what it talks to.
+
+    In dev mode the partition serves the pool port alone. In pool mode it shares the pool port
+    with its peers (SO_REUSEPORT), serves the full API on its own port too, and runs a join
+    server for peers that need the domain secrets."""
+
+    partition_id: int
+    storage: str
+    own_port: int
+    pool_port: int | None = None
+    join_port: int | None = None
+    peers: tuple[tuple[str, int], ...] = ()
+    bootstrap_admin: bool = True
+    pool_ports: tuple[int, ...] = ()  # every port of the pool: a token is good on each
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 class Partition:
     """The partition's services and app, over one storage connection."""
 
-    def __init__(self, data: DataDir, config: PoolConfig, partition_id: int = 0) -> None:
+    def __init__(self, data: DataDir, config: PoolConfig, settings: PartitionSettings) -> None:
         self.data = data
         self.config = config
-        self.partition_id = partition_id
+        self.settings = settings
+        self.partition_id = settings.partition_id
         self.clock = SystemClock()
         self.storage: Storage | None = None
         self.cache: KeyCache | None = None
         self.context: ApiContext | None = None
         self.admin: AdminCredentials | None = None
+        self.join_server: JoinServer | None = None
+
+    def _join_context(self, server: bool) -> ssl.SSLContext | None:
+        n = self.partition_id
+        cert, key = self.data.partition_cert(n), self.data.partition_key(n)
+        if not cert.exists():
+            return None
+        make = join.server_context if server else join.client_context
+        return make(cert, key, self.data.ca_cert)
 
     async def open(self) -> ApiContext:
-        raw = open_storage(self.config.storage)
+        raw = open_storage(self.settings.storage)
         self.storage = raw
         prefix = f"/{self.config.name}/"
-        secrets = await load_domain(self.data, raw, prefix, self.partition_id)
+        n = self.partition_id
+        secrets = await load_domain(
+            raw,
+            prefix,
+            self.data.sealed(n),
+            self.data.seal_key(n),
+            pool=self.config.name,
+            peers=self.settings.peers,
+            join_context=self._join_context(server=False),
+        )
         barrier = Barrier(Keyring({1: secrets.barrier_key(1)}, 1))
         view = BarrierView(raw, barrier, prefix)
         cache = KeyCache(view)
@@ -110,8 +135,10 @@ class Partition:
         self.cache = cache
         keys = KeyService(cache, self.clock)
         principals = PrincipalStore(view, self.clock)
-        self.admin = await self._ensure_admin(principals)
+        if self.settings.bootstrap_admin:
+            self.admin = await self._ensure_admin(principals)
         issuer = f"{self.config.url}/{self.config.tenant_id}/v2.0"
+        ports = (self.config.port, self.settings.own_port, *self.settings.pool_ports)
         self.context = ApiContext(
             keys=keys,
             deleted=DeletedKeyService(keys, cache, self.clock, self.config.deletion),
@@ -121,9 +148,13 @@ class Partition:
             tokens=TokenService(secrets.token_signing_key(), issuer, self.clock),
             deletion=self.config.deletion,
             tenant_id=self.config.tenant_id,
-            audience_ok=audience_checker(self.config, (self.config.port,)),
-            partition_id=self.partition_id,
+            audience_ok=audience_checker(self.config, ports),
+            partition_id=n,
         )
+        join_ctx = self._join_context(server=True)
+        if self.settings.join_port is not None and join_ctx is not None:
+            self.join_server = JoinServer(secrets, self.config.name, join_ctx)
+            await self.join_server.start(self.config.bind, self.settings.join_port)
         return self.context
 
     async def _ensure_admin(self, principals: PrincipalStore) -> AdminCredentials:
@@ -138,19 +169,30 @@ class Partition:
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.join_server is not None:
+            await self.join_server.close()
         if self.cache is not None:
             await self.cache.close()
         if self.storage is not None:
             await self.storage.close()
 
+    def _sockets(self) -> list[socket.socket]:
+        bind = self.config.bind
+        settings = self.settings
+        if settings.pool_port is None:
+            return [listening_socket(bind, settings.own_port, reuse_port=False)]
+        return [
+            listening_socket(bind, settings.pool_port, reuse_port=True),
+            listening_socket(bind, settings.own_port, reuse_port=False),
+        ]
+
     async def serve(self, on_ready: Callable[[], Awaitable[None]]) -> None:
-        """Serve until SIGINT/SIGTERM; `on_ready` runs once the socket accepts connections."""
+        """Serve until SIGINT/SIGTERM, then drain in-flight requests; `on_ready` runs once the
+        sockets accept connections."""
         context = self.context or await self.open()
-        server = uvicorn.Server(
+        server = DrainingServer(
             uvicorn.Config(
                 build_app(context),
-                host=self.config.bind,
-                port=self.config.port,
                 ssl_certfile=str(self.data.server_cert),
                 ssl_keyfile=str(self.data.server_key),
                 lifespan="off",
@@ -159,6 +201,7 @@ class Partition:
                 http="httptools",
                 timeout_graceful_shutdown=10,
                 server_header=False,
+                backlog=1024,
             )
         )
 
@@ -171,8 +214,7 @@ class Partition:
 
         ready = asyncio.create_task(announce())
         try:
-            await server.serve()
+            await server.serve(sockets=self._sockets())
         finally:
             ready.cancel()
             await self.close()
-

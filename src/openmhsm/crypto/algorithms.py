@@ -20,8 +20,6 @@ OPERATIONS = ("sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey")
 _SIGN = frozenset({"sign", "verify"})
 _CIPHER = frozenset({"encrypt", "decrypt"})
 _WRAP = frozenset({"wrapKey", "unwrapKey"})
-
-
 _CBC_FAMILY = oct_ops.CBC_ALGORITHMS | oct_ops.CBCPAD_ALGORITHMS
 
 
@@ -62,7 +60,7 @@ def algorithms_for(kty: str, operation: str) -> frozenset[str]:
     """
     base = base_kty(kty)
     if operation not in OPERATIONS:
-        raise BadParameter(f"Invalid operation: {operation}")
+        raise BadParameter(f"Invalid operation: {str(operation)[:40]}")
     return frozenset(
         alg for alg, e in _REGISTRY.items() if e.kty == base and operation in e.operations
     )

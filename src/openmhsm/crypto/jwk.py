@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,6 +39,7 @@ CURVES: dict[str, ec.EllipticCurve] = {
 _CURVE_ALIASES = {"SECP256K1": "P-256K"}
 RSA_SIZES = (2048, 3072, 4096)
 OCT_SIZES = (128, 192, 256)
+_RECOVERY_ATTEMPTS = 32  # a valid key fails all of them with probability at most 2**-32
 
 
 def b64u_encode(data: bytes) -> str:
@@ -179,18 +182,21 @@ def private_jwk(km: KeyMaterial) -> dict[str, str]:
     return jwk
 
 
-def from_jwk(jwk: Mapping[str, object]) -> KeyMaterial:
+def from_jwk(jwk: Mapping[str, object], *, trusted: bool = False) -> KeyMaterial:
     """Import a private JWK (kty RSA/EC/oct, with or without "-HSM") as KeyMaterial.
 
     Checks what Managed HSM accepts: RSA 2048/3072/4096 with consistent components (p and q are
     recovered when absent), EC P-256/P-256K/P-384/P-521 with x,y matching d, oct of 16/24/32
     bytes. Raises BadParameter for anything malformed or for a JWK without private parts.
+
+    trusted=True skips OpenSSL's RSA consistency check (primality and CRT values: ~0.3 s for a
+    4096-bit key). Use it only for JWKs this service produced and sealed itself.
     """
     if not isinstance(jwk, Mapping):
         raise BadParameter("JWK must be a JSON object")
     kty = base_kty(_text(jwk, "kty"))
     if kty == "RSA":
-        return KeyMaterial("RSA", _rsa_from_jwk(jwk))
+        return KeyMaterial("RSA", _rsa_from_jwk(jwk, check=not trusted))
     if kty == "EC":
         crv = canonical_curve(jwk.get("crv"))
         return KeyMaterial("EC", _ec_from_jwk(jwk, crv), crv)
@@ -202,7 +208,7 @@ def from_jwk(jwk: Mapping[str, object]) -> KeyMaterial:
     return KeyMaterial("oct", key)
 
 
-def _rsa_from_jwk(jwk: Mapping[str, object]) -> rsa.RSAPrivateKey:
+def _rsa_from_jwk(jwk: Mapping[str, object], *, check: bool) -> rsa.RSAPrivateKey:
     n, e, d = _int(jwk, "n"), _int(jwk, "e"), _int(jwk, "d")
     if n is None or e is None:
         raise BadParameter("RSA JWK requires n and e")
@@ -212,12 +218,11 @@ def _rsa_from_jwk(jwk: Mapping[str, object]) -> rsa.RSAPrivateKey:
         raise BadParameter(f"Invalid RSA key size {n.bit_length()}: allowed 2048, 3072, 4096")
     if e < 3 or e % 2 == 0 or e >= n:
         raise BadParameter("Invalid RSA public exponent")
+    if not 1 < d < n:
+        raise BadParameter("RSA JWK components are inconsistent")
     p, q = _int(jwk, "p"), _int(jwk, "q")
     if p is None or q is None:
-        try:
-            p, q = rsa.rsa_recover_prime_factors(n, e, d)
-        except ValueError as exc:
-            raise BadParameter("RSA JWK components are inconsistent") from exc
+        p, q = _recover_prime_factors(n, e, d)
     dp = _int(jwk, "dp")
     dq = _int(jwk, "dq")
     qi = _int(jwk, "qi")
@@ -233,9 +238,36 @@ def _rsa_from_jwk(jwk: Mapping[str, object]) -> rsa.RSAPrivateKey:
     )
     try:
         # Full OpenSSL check: primality, n = p*q, e*d = 1 mod lambda(n) and the CRT values.
-        return numbers.private_key()
+        return numbers.private_key(unsafe_skip_rsa_key_validation=not check)
     except ValueError as exc:
         raise BadParameter("RSA JWK components are inconsistent") from exc
+
+
+def _recover_prime_factors(n: int, e: int, d: int) -> tuple[int, int]:
+    """Factor n from (n, e, d) as in NIST SP 800-56B rev. 2, appendix C.
+
+    With k = d*e - 1 = 2**s * t, a random g gives a non-trivial square root of 1 in the chain
+    g**t, g**2t, ... with probability at least 1/2, so a valid key costs about two modular
+    exponentiations. A chain that never reaches 1 proves d is wrong and stops at once; the
+    attempt cap bounds the rest. (`cryptography`'s rsa_recover_prime_factors redoes a full
+    exponentiation per step and can take seconds on a 4096-bit key.)
+    """
+    t, s = d * e - 1, 0
+    while t > 0 and t % 2 == 0:
+        t, s = t // 2, s + 1
+    for _ in range(_RECOVERY_ATTEMPTS if s else 0):
+        x = pow(2 + secrets.randbelow(n - 3), t, n)
+        for _ in range(s):
+            if x in (1, n - 1):
+                break  # trivial root: try another base
+            y = x * x % n
+            if y == 1:
+                p = math.gcd(x - 1, n)
+                return max(p, n // p), min(p, n // p)  # p > q, as OpenSSL generates them
+            x = y
+        else:
+            break  # the chain never reached 1, so g**k != 1 (mod n): d does not belong to n, e
+    raise BadParameter("RSA JWK components are inconsistent")
 
 
 def _ec_from_jwk(jwk: Mapping[str, object], crv: str) -> ec.EllipticCurvePrivateKey:

@@ -27,8 +27,9 @@ MAX_BLOB = 4 * 1024 * 1024
 class KeyBackups:
     """Makes and restores single-key backup blobs within one security domain."""
 
-    def __init__(self, keys: KeyService, cache: KeyCache, domain_id: str, backup_key: bytes
-                 ) -> None:
+    def __init__(
+        self, keys: KeyService, cache: KeyCache, domain_id: str, backup_key: bytes
+    ) -> None:
         self.keys = keys
         self.cache = cache
         self._header = bytes([FORMAT]) + uuid.UUID(domain_id).bytes
@@ -37,9 +38,7 @@ class KeyBackups:
     async def backup(self, name: str) -> bytes:
         """Every version of a live key, its current pointer and rotation policy, sealed."""
         current = await self.keys.get(name)
-        versions = [
-            hit[0] for p in self.cache.iter_versions(name) if (hit := self.cache.get(p))
-        ]
+        versions = [hit[0] for p in self.cache.iter_versions(name) if (hit := self.cache.get(p))]
         policy_hit = self.cache.get(records.policy_path(name))
         snapshot = DeletedKey(
             name=current.name,
@@ -82,11 +81,16 @@ class KeyBackups:
             (Put(records.current_path(name), records.dump_current(ptr), 0), ptr),
         ]
         for kv in snapshot.versions:
-            changes.append((Put(records.version_path(name, kv.version),
-                                records.dump_version(kv), 0), kv))
+            changes.append(
+                (Put(records.version_path(name, kv.version), records.dump_version(kv), 0), kv)
+            )
         if snapshot.policy is not None:
-            changes.append((Put(records.policy_path(name), records.dump_policy(snapshot.policy),
-                                0), snapshot.policy))
+            changes.append(
+                (
+                    Put(records.policy_path(name), records.dump_policy(snapshot.policy), 0),
+                    snapshot.policy,
+                )
+            )
         try:
             await self.cache.commit(changes)
         except StorageConflict:

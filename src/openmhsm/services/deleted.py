@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from openmhsm.config import DeletionPolicy
 from openmhsm.errors import Conflict, Forbidden, KeyNotFound, StorageConflict
 from openmhsm.services import records, validation
-from openmhsm.services.key_cache import KeyCache
-from openmhsm.services.keys import WRITE_RETRIES, KeyService, Page
+from openmhsm.services.key_cache import Attempt, Change, KeyCache
+from openmhsm.services.keys import KeyService, Page
 from openmhsm.services.records import CurrentPointer, DeletedKey
-from openmhsm.storage.base import Delete, Put, TxnOp
+from openmhsm.storage.base import Delete, Put
 from openmhsm.types import Clock
 
 PURGE_PROTECTED = (
@@ -32,7 +30,8 @@ class DeletedKeyService:
 
     async def delete(self, name: str) -> DeletedKey:
         """Soft-delete a key with all its versions. Raises KeyNotFound."""
-        for _ in range(WRITE_RETRIES):
+
+        async def attempt() -> Attempt[DeletedKey]:
             current = await self.keys.get(name)
             paths = sorted(self.cache.paths_of(name))
             versions = []
@@ -56,18 +55,13 @@ class DeletedKeyService:
                 versions=tuple(versions),
                 policy=policy,
             )
-            changes: list[tuple[TxnOp, Any]] = [
-                (Delete(p, self.cache.revision_of(p)), None) for p in paths
-            ]
+            changes: list[Change] = [(Delete(p, self.cache.revision_of(p)), None) for p in paths]
             changes.append(
                 (Put(records.deleted_path(name), records.dump_deleted(deleted), 0), deleted)
             )
-            try:
-                await self.cache.commit(changes)
-                return deleted
-            except StorageConflict:
-                await self.cache.read_through(name)
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+            return changes, deleted
+
+        return await self.cache.write(name, attempt)
 
     async def get(self, name: str) -> DeletedKey:
         """A deleted key. Raises KeyNotFound."""
@@ -95,11 +89,12 @@ class DeletedKeyService:
 
     async def recover(self, name: str) -> DeletedKey:
         """Bring a deleted key back with all its versions. Raises KeyNotFound, Conflict."""
-        for _ in range(WRITE_RETRIES):
+
+        async def attempt() -> Attempt[DeletedKey]:
             deleted = await self.get(name)
             path = records.deleted_path(name)
             ptr = CurrentPointer(deleted.name, deleted.current)
-            changes: list[tuple[TxnOp, Any]] = [(Delete(path, self.cache.revision_of(path)), None)]
+            changes: list[Change] = [(Delete(path, self.cache.revision_of(path)), None)]
             changes.append((Put(records.current_path(name), records.dump_current(ptr), 0), ptr))
             for kv in deleted.versions:
                 vpath = records.version_path(name, kv.version)
@@ -107,12 +102,9 @@ class DeletedKeyService:
             if deleted.policy is not None:
                 policy_put = Put(records.policy_path(name), records.dump_policy(deleted.policy), 0)
                 changes.append((policy_put, deleted.policy))
-            try:
-                await self.cache.commit(changes)
-                return deleted
-            except StorageConflict:
-                await self.cache.read_through(name)
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+            return changes, deleted
+
+        return await self.cache.write(name, attempt)
 
     async def purge(self, name: str) -> None:
         """Delete a deleted key for good. Raises KeyNotFound, Forbidden under purge protection."""

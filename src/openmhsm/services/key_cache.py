@@ -12,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
+from openmhsm.errors import Conflict, StorageConflict
 from openmhsm.services import records
 from openmhsm.storage.base import Event, Put, Storage, StorageCompacted, TxnOp
 
 log = logging.getLogger(__name__)
 
 PREFIXES = ("keys/", "deleted/")
+WRITE_RETRIES = 12
+T = TypeVar("T")
+Change = tuple[TxnOp, Any]
+Attempt = tuple[list[Change], T]
 _PARSERS: dict[str, Callable[[bytes], Any]] = {
     records.CURRENT: records.load_current,
     records.POLICY: records.load_policy,
@@ -76,6 +82,7 @@ class KeyCache:
                 async for event in self._watch(revision):
                     self.apply_event(event)
                     revision = event.revision + 1
+                await asyncio.sleep(0.5)  # the stream ended (storage closing): do not spin
             except asyncio.CancelledError:
                 raise
             except StorageCompacted:
@@ -128,7 +135,7 @@ class KeyCache:
                     del self._by_name[name]
         self._raw[path] = (revision, value if kind == "put" else None)
 
-    async def commit(self, changes: Sequence[tuple[TxnOp, Any]]) -> int:
+    async def commit(self, changes: Sequence[Change]) -> int:
         """Commit operations as one storage transaction, then apply them here at once, so the
         writer reads its own write. Raises StorageConflict / StorageUnavailable unchanged."""
         revision = await self._store.txn([op for op, _ in changes])
@@ -138,6 +145,20 @@ class KeyCache:
             else:
                 self.apply("delete", op.key, None, revision)
         return revision
+
+    async def write(self, name: str, attempt: Callable[[], Awaitable[Attempt[T]]]) -> T:
+        """Build changes from the cache with `attempt` and commit them; when a concurrent
+        writer wins, refresh the name from storage, pause a jittered moment and build again.
+        Raises Conflict after WRITE_RETRIES lost races."""
+        for n in range(WRITE_RETRIES):
+            changes, result = await attempt()
+            try:
+                await self.commit(changes)
+                return result
+            except StorageConflict:
+                await self.read_through(name)
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**n)))  # noqa: S311
+        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -173,12 +194,17 @@ class KeyCache:
 
     async def read_through(self, name: str) -> None:
         """Refresh every record of one name from storage (a miss may be another partition's
-        fresh write)."""
+        fresh write, a stale hit another partition's delete that the watch has not delivered)."""
         lname = name.lower()
-        for prefix in (records.key_prefix(lname),):
-            page = await self._store.list_page(prefix, limit=10_000)
-            for entry in page:
-                self.apply("put", entry.key, entry.value, entry.mod_revision)
-        entry = await self._store.get(records.deleted_path(lname))
-        if entry is not None:
+        revision = await self._store.revision()
+        page = await self._store.list_page(records.key_prefix(lname), limit=10_000)
+        listed = {entry.key for entry in page}
+        for entry in page:
             self.apply("put", entry.key, entry.value, entry.mod_revision)
+        deleted = await self._store.get(records.deleted_path(lname))
+        if deleted is not None:
+            listed.add(deleted.key)
+            self.apply("put", deleted.key, deleted.value, deleted.mod_revision)
+        for path in [*self.paths_of(lname), records.deleted_path(lname)]:
+            if path not in listed and self.revision_of(path) < revision:
+                self.apply("delete", path, None, revision)

@@ -44,37 +44,55 @@ class KeyOperations:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def sign(self, name: str, version: str | None, alg: str, digest: bytes
-                   ) -> tuple[KeyVersion, bytes]:
+    async def sign(
+        self, name: str, version: str | None, alg: str, digest: bytes
+    ) -> tuple[KeyVersion, bytes]:
         kv = await self._usable(name, version, "sign")
         return kv, await self._run(kv, lambda: algorithms.sign(kv.material, alg, digest))
 
-    async def verify(self, name: str, version: str | None, alg: str, digest: bytes,
-                     signature: bytes) -> tuple[KeyVersion, bool]:
+    async def verify(
+        self, name: str, version: str | None, alg: str, digest: bytes, signature: bytes
+    ) -> tuple[KeyVersion, bool]:
         kv = await self._usable(name, version, "verify")
         return kv, algorithms.verify(kv.material, alg, digest, signature)
 
-    async def encrypt(self, name: str, version: str | None, alg: str, plaintext: bytes,
-                      iv: bytes | None, aad: bytes | None) -> tuple[KeyVersion, CipherResult]:
+    async def encrypt(
+        self,
+        name: str,
+        version: str | None,
+        alg: str,
+        plaintext: bytes,
+        iv: bytes | None,
+        aad: bytes | None,
+    ) -> tuple[KeyVersion, CipherResult]:
         kv = await self._usable(name, version, "encrypt")
         result = algorithms.encrypt(kv.material, alg, plaintext, iv=iv, aad=aad)
         return kv, result
 
-    async def decrypt(self, name: str, version: str | None, alg: str, ciphertext: bytes,
-                      iv: bytes | None, aad: bytes | None, tag: bytes | None
-                      ) -> tuple[KeyVersion, bytes]:
+    async def decrypt(
+        self,
+        name: str,
+        version: str | None,
+        alg: str,
+        ciphertext: bytes,
+        iv: bytes | None,
+        aad: bytes | None,
+        tag: bytes | None,
+    ) -> tuple[KeyVersion, bytes]:
         kv = await self._usable(name, version, "decrypt")
         out = await self._run(
             kv, lambda: algorithms.decrypt(kv.material, alg, ciphertext, iv=iv, aad=aad, tag=tag)
         )
         return kv, out
 
-    async def wrap(self, name: str, version: str | None, alg: str, key: bytes
-                   ) -> tuple[KeyVersion, bytes]:
+    async def wrap(
+        self, name: str, version: str | None, alg: str, key: bytes
+    ) -> tuple[KeyVersion, bytes]:
         kv = await self._usable(name, version, "wrapKey")
         return kv, algorithms.wrap_key(kv.material, alg, key)
 
-    async def unwrap(self, name: str, version: str | None, alg: str, wrapped: bytes
-                     ) -> tuple[KeyVersion, bytes]:
+    async def unwrap(
+        self, name: str, version: str | None, alg: str, wrapped: bytes
+    ) -> tuple[KeyVersion, bytes]:
         kv = await self._usable(name, version, "unwrapKey")
         return kv, await self._run(kv, lambda: algorithms.unwrap_key(kv.material, alg, wrapped))

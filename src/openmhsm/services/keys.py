@@ -11,14 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from openmhsm.crypto.jwk import KeyMaterial, from_jwk
 from openmhsm.crypto.keygen import generate_key
-from openmhsm.errors import BadParameter, Conflict, Forbidden, KeyNotFound, StorageConflict
+from openmhsm.errors import BadParameter, Conflict, Forbidden, KeyNotFound
 from openmhsm.services import records, rotation, validation
-from openmhsm.services.key_cache import KeyCache
+from openmhsm.services.key_cache import Attempt, Change, KeyCache
 from openmhsm.services.records import CurrentPointer, KeyAttributes, KeyVersion
-from openmhsm.storage.base import Delete, Put, TxnOp
+from openmhsm.storage.base import Delete, Put
 from openmhsm.types import JSON, Clock
-
-WRITE_RETRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +57,10 @@ class KeyService:
             if ptr is None:
                 return None
             version = ptr[0].version
-        elif not validation.VERSION_RE.match(version):
+        elif not validation.VERSION_RE.fullmatch(version):
             return None
         hit = self.cache.get(records.version_path(name, version))
-        return None if hit is None else hit[0]  # type: ignore[no-any-return]
+        return None if hit is None else hit[0]
 
     def list_keys(self, after: str | None, limit: int) -> Page:
         """Current versions of live keys in name order, after the name `after`."""
@@ -97,7 +95,9 @@ class KeyService:
 
     # --- writes ----------------------------------------------------------------------------
 
-    async def create(self, name: str, params: Mapping[str, Any]) -> KeyVersion:
+    async def create(
+        self, name: str, params: Mapping[str, Any], request_id: str | None = None
+    ) -> KeyVersion:
         """Create a key, or a new version of it. Raises BadParameter, Conflict."""
         validation.check_name(name)
         kty = params.get("kty")
@@ -119,10 +119,13 @@ class KeyService:
         key_ops = validation.check_key_ops(params.get("key_ops"), base)
         attributes, tags, release_policy = self._common_fields(params)
         material = generate_key(base, size=size, crv=crv, public_exponent=exponent)
-        return await self._add_version(name, str(kty), material, key_ops, attributes, tags,
-                                       release_policy)
+        return await self._add_version(
+            name, str(kty), material, key_ops, attributes, tags, release_policy, request_id
+        )
 
-    async def import_key(self, name: str, params: Mapping[str, Any]) -> KeyVersion:
+    async def import_key(
+        self, name: str, params: Mapping[str, Any], request_id: str | None = None
+    ) -> KeyVersion:
         """Import a JWK with its private parts as a new version. Raises BadParameter, Conflict."""
         validation.check_name(name)
         jwk = validation.check_object(params.get("key"), "key")
@@ -136,8 +139,9 @@ class KeyService:
         material = from_jwk(jwk)
         key_ops = validation.check_key_ops(jwk.get("key_ops"), base)
         attributes, tags, release_policy = self._common_fields(params)
-        return await self._add_version(name, kty, material, key_ops, attributes, tags,
-                                       release_policy)
+        return await self._add_version(
+            name, kty, material, key_ops, attributes, tags, release_policy, request_id
+        )
 
     def _common_fields(
         self, params: Mapping[str, Any]
@@ -168,6 +172,7 @@ class KeyService:
         attributes: KeyAttributes,
         tags: dict[str, str],
         release_policy: JSON | None,
+        request_id: str | None = None,
     ) -> KeyVersion:
         kv = KeyVersion(
             name=name,
@@ -179,24 +184,41 @@ class KeyService:
             tags=tags,
             release_policy=release_policy,
         )
-        for _ in range(WRITE_RETRIES):
+        if request_id:
+            kv = kv.with_changes(request_id=request_id)
+
+        async def attempt() -> Attempt[KeyVersion]:
             self._refuse_if_deleted(name)
+            retried = self._made_by(name, request_id)
+            if retried is not None:
+                return [], retried  # a retry of a create that committed: answer it again
             cur_path = records.current_path(name)
             current = self.cache.get(cur_path)
             display = name if current is None else current[0].name
-            kv = kv.with_changes(name=display)
-            ptr = CurrentPointer(display, kv.version)
-            changes: list[tuple[TxnOp, Any]] = [
+            made = kv.with_changes(name=display)
+            ptr = CurrentPointer(display, made.version)
+            changes: list[Change] = [
                 (Delete(records.deleted_path(name), expected_revision=0), None),
-                (Put(records.version_path(name, kv.version), records.dump_version(kv), 0), kv),
+                (
+                    Put(records.version_path(name, made.version), records.dump_version(made), 0),
+                    made,
+                ),
                 (Put(cur_path, records.dump_current(ptr), self.cache.revision_of(cur_path)), ptr),
             ]
-            try:
-                await self.cache.commit(changes)
-                return kv
-            except StorageConflict:
-                await self.cache.read_through(name)
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+            return changes, made
+
+        return await self.cache.write(name, attempt)
+
+    def _made_by(self, name: str, request_id: str | None) -> KeyVersion | None:
+        """The version a request with this client request id already created, if any: azure-core
+        sends the same `x-ms-client-request-id` on every retry of one call."""
+        if not request_id:
+            return None
+        for path in self.cache.iter_versions(name):
+            hit = self.cache.get(path)
+            if hit is not None and hit[0].request_id == request_id:
+                return hit[0]  # type: ignore[no-any-return]
+        return None
 
     def _refuse_if_deleted(self, name: str) -> None:
         if self.cache.get(records.deleted_path(name)) is not None:
@@ -206,11 +228,10 @@ class KeyService:
                 inner_code="ObjectIsDeletedButRecoverable",
             )
 
-    async def update(
-        self, name: str, version: str | None, params: Mapping[str, Any]
-    ) -> KeyVersion:
+    async def update(self, name: str, version: str | None, params: Mapping[str, Any]) -> KeyVersion:
         """Change key_ops, attributes (enabled, nbf, exp), tags or release policy of a version."""
-        for _ in range(WRITE_RETRIES):
+
+        async def attempt() -> Attempt[KeyVersion]:
             kv = await self.get(name, version)
             changes: dict[str, Any] = {}
             base = validation.base_kty(kv.kty)
@@ -241,14 +262,11 @@ class KeyService:
             updated = kv.with_changes(**changes)
             path = records.version_path(name, kv.version)
             put = Put(path, records.dump_version(updated), self.cache.revision_of(path))
-            try:
-                await self.cache.commit([(put, updated)])
-                return updated
-            except StorageConflict:
-                await self.cache.read_through(name)
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+            return [(put, updated)], updated
 
-    async def rotate(self, name: str) -> KeyVersion:
+        return await self.cache.write(name, attempt)
+
+    async def rotate(self, name: str, request_id: str | None = None) -> KeyVersion:
         """A new version with the current version's type, size, operations, tags and policy."""
         cur = await self.get(name)
         base = validation.base_kty(cur.kty)
@@ -272,7 +290,14 @@ class KeyService:
             exportable=cur.attributes.exportable,
         )
         return await self._add_version(
-            name, cur.kty, material, cur.key_ops, attributes, dict(cur.tags), cur.release_policy
+            name,
+            cur.kty,
+            material,
+            cur.key_ops,
+            attributes,
+            dict(cur.tags),
+            cur.release_policy,
+            request_id,
         )
 
     # --- rotation policy -------------------------------------------------------------------
@@ -281,18 +306,16 @@ class KeyService:
         """The stored policy, or Key Vault's default (notify 30 days before expiry)."""
         await self.get(name)
         hit = self.cache.get(records.policy_path(name))
-        return rotation.DEFAULT_POLICY if hit is None else hit[0]  # type: ignore[no-any-return]
+        return rotation.DEFAULT_POLICY if hit is None else hit[0]
 
     async def set_rotation_policy(self, name: str, body: Mapping[str, Any]) -> JSON:
         await self.get(name)
         path = records.policy_path(name)
         previous = self.cache.get(path)
         policy = rotation.check_policy(body, self._now(), None if previous is None else previous[0])
-        for _ in range(WRITE_RETRIES):
+
+        async def attempt() -> Attempt[JSON]:
             put = Put(path, records.dump_policy(policy), self.cache.revision_of(path))
-            try:
-                await self.cache.commit([(put, policy)])
-                return policy
-            except StorageConflict:
-                await self.cache.read_through(name)
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+            return [(put, policy)], policy
+
+        return await self.cache.write(name, attempt)

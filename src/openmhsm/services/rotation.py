@@ -21,7 +21,7 @@ _TRIGGERS = ("timeAfterCreate", "timeBeforeExpiry")
 
 def duration_seconds(text: Any) -> int:
     """Seconds in an ISO-8601 duration such as P90D, P1Y10D or PT48H (a month is 30 days)."""
-    match = _DURATION.match(text) if isinstance(text, str) and len(text) <= 40 else None
+    match = _DURATION.fullmatch(text) if isinstance(text, str) and len(text) <= 40 else None
     if match is None:
         raise BadParameter(f"'{str(text)[:40]}' is not an ISO-8601 duration such as P90D.")
     return sum(int(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)

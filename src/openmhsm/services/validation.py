@@ -9,8 +9,8 @@ from typing import Any
 from openmhsm.crypto.jwk import b64u_decode
 from openmhsm.errors import BadParameter
 
-NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-VERSION_RE = re.compile(r"^[0-9a-f]{32}$")
+NAME_RE = re.compile(r"[0-9a-zA-Z-]{1,127}")  # used with fullmatch: no trailing newline
+VERSION_RE = re.compile(r"[0-9a-f]{32}")
 MAX_TAGS = 15
 MAX_TAG_NAME = 512
 MAX_TAG_VALUE = 256
@@ -37,8 +37,8 @@ DEFAULT_KEY_OPS = {
 
 
 def check_name(name: str) -> str:
-    """A key name as given, or BadParameter. Names are 1–127 of [0-9a-zA-Z-]."""
-    if not NAME_RE.match(name):
+    """A key name as given, or BadParameter. Names are 1-127 of [0-9a-zA-Z-]."""
+    if not NAME_RE.fullmatch(name):
         raise BadParameter(
             "The key name must be 1-127 characters of letters, digits and '-'.",
             inner_code="InvalidKeyName",
@@ -47,7 +47,7 @@ def check_name(name: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
+    if not VERSION_RE.fullmatch(version):
         raise BadParameter("The key version must be 32 lower-case hexadecimal characters.")
     return version
 

@@ -2,6 +2,7 @@
 
 - `memory://` — `MemoryStorage`, gone with the process (unit tests).
 - `sqlite:///abs/path.db` — `SqliteStorage` on that file (embedded / dev mode).
+- `etcd://host1:port1,host2:port2,host3:port3` — `EtcdStorage` on every member of a cluster.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from openmhsm.storage.base import Storage
+from openmhsm.storage.etcd import EtcdStorage
 from openmhsm.storage.memory import MemoryStorage
 from openmhsm.storage.sqlite import SqliteStorage
 
@@ -29,4 +31,8 @@ def open_storage(url: str) -> Storage:
         if parts.netloc or not path.startswith("/") or parts.query:
             raise ValueError(f"expected sqlite:///absolute/path.db, got {url!r}")
         return SqliteStorage(path)
+    if parts.scheme == "etcd":
+        if parts.path or parts.query or parts.fragment or not parts.netloc:
+            raise ValueError(f"expected etcd://host1:port1,host2:port2,..., got {url!r}")
+        return EtcdStorage(parts.netloc.split(","))
     raise ValueError(f"unknown storage backend {parts.scheme or url!r} in {url!r}")
