@@ -1,6 +1,12 @@
-"""`python -m benchmarks` (or `make bench`): run every benchmark."""
+"""`python -m benchmarks [sign|pool]` (or `make bench`): run the benchmarks."""
 
-from benchmarks import sign_throughput
+import sys
+
+from benchmarks import pool, sign_throughput
 
 if __name__ == "__main__":
-    sign_throughput.main()
+    chosen = set(sys.argv[1:]) or {"sign", "pool"}
+    if "sign" in chosen:
+        sign_throughput.main()
+    if "pool" in chosen:
+        pool.main()

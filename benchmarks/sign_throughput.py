@@ -28,7 +28,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 DIGEST = hashlib.sha256(b"benchmark").digest()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -46,7 +46,7 @@ def start_dev_pool(root: Path) -> tuple[subprocess.Popen[bytes], dict[str, objec
             "--data-dir",
             str(data),
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

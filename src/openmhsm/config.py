@@ -45,6 +45,10 @@ class PoolConfig:
     storage: str = ""
     deletion: DeletionPolicy = DeletionPolicy()
     mode: str = "dev"  # "dev": one partition on SQLite; "pool": three partitions on etcd
+    # "auto": `mhsm up` downloads the security domain itself to local wrapping keys;
+    # "manual": stays NotActivated until an administrator downloads it; "recovery": waits for
+    # an upload (a new pool for disaster recovery).
+    activation: str = "auto"
 
     @property
     def host(self) -> str:
@@ -74,6 +78,7 @@ class PoolConfig:
             "retention_days": self.deletion.retention_days,
             "purge_protection": self.deletion.purge_protection,
             "mode": self.mode,
+            "activation": self.activation,
         }
 
     @classmethod
@@ -92,4 +97,5 @@ class PoolConfig:
                 purge_protection=bool(obj.get("purge_protection", False)),
             ),
             mode=str(obj.get("mode", "dev")),
+            activation=str(obj.get("activation", "auto")),
         )

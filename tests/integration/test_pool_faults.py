@@ -26,7 +26,7 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
 from conftest import free_port
 
-from openmhsm.client import connect
+from openmhsm.client import Clients, connect
 from openmhsm.crypto.jwk import b64u_encode
 from openmhsm.domain.sealing import unseal_from_file
 
@@ -163,6 +163,7 @@ class Workload:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=120)
+        self.clients.close()
 
     def _sign(self) -> None:
         crypto = self.clients.crypto(self.key.id)
@@ -192,6 +193,12 @@ def assert_all_present(client: KeyClient, created: list[tuple[str, str]]) -> Non
         assert client.get_key(name, version).properties.version == version
 
 
+@pytest.fixture
+def clients(pool: Pool) -> Iterator[Clients]:
+    with connect(pool.data) as made:
+        yield made
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     pool = Pool(tmp_path_factory.mktemp("faults"))
@@ -218,7 +225,8 @@ def test_partition_sigkill_under_load(pool: Pool) -> None:
     assert work.signs > 0 and work.created
     assert heal < HEAL_DEADLINE
     assert pool.doc()["partitions"][1]["pid"] != victim["pid"]
-    assert_all_present(work.clients.key_client, work.created)
+    with connect(pool.data) as clients:
+        assert_all_present(clients.key_client, work.created)
 
 
 def test_etcd_leader_sigkill_under_load(pool: Pool) -> None:
@@ -227,10 +235,11 @@ def test_etcd_leader_sigkill_under_load(pool: Pool) -> None:
     assert work.errors == []
     assert work.created
     assert heal < HEAL_DEADLINE
-    assert_all_present(work.clients.key_client, work.created)
+    with connect(pool.data) as clients:
+        assert_all_present(clients.key_client, work.created)
 
 
-def test_partition_directory_lost_is_rebuilt(pool: Pool) -> None:
+def test_partition_directory_lost_is_rebuilt(pool: Pool, clients: Clients) -> None:
     doc = pool.doc()
     victim = doc["partitions"][2]
     part_dir = pool.data / "partitions" / "2"
@@ -242,7 +251,6 @@ def test_partition_directory_lost_is_rebuilt(pool: Pool) -> None:
     root = _domain_root(pool)
     assert root not in sealed
     # The rebuilt partition serves on its own URL with the pool's keys.
-    clients = connect(pool.data)
     key = clients.key_client.create_ec_key("rebuilt-check", curve="P-256")
     with httpx.Client(verify=_tls(doc), timeout=10) as http:
         token = clients.credential.get_token(doc["resource"] + "/.default").token
@@ -259,9 +267,8 @@ def _domain_root(pool: Pool) -> bytes:
     return unseal_from_file(part / "sealed", part / "seal.key").root
 
 
-def test_key_is_readable_on_every_partition_at_once(pool: Pool) -> None:
+def test_key_is_readable_on_every_partition_at_once(pool: Pool, clients: Clients) -> None:
     doc = pool.doc()
-    clients = connect(pool.data)
     token = clients.credential.get_token(doc["resource"] + "/.default").token
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(verify=_tls(doc), timeout=10, headers=headers) as http:
@@ -281,9 +288,8 @@ def test_key_is_readable_on_every_partition_at_once(pool: Pool) -> None:
                 )
 
 
-def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool) -> None:
+def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool, clients: Clients) -> None:
     doc = pool.doc()
-    clients = connect(pool.data)
     key = clients.key_client.create_ec_key("quorum-ec", curve="P-256")
     token = clients.credential.get_token(doc["resource"] + "/.default").token
     survivor = doc["partitions"][0]
@@ -315,3 +321,21 @@ def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool) -> None:
             os.kill(pid, signal.SIGCONT)
     pool.wait_healthy(30)
     assert clients.key_client.get_key("quorum-ec").id == key.id
+
+
+def test_etcd_member_with_lost_data_is_replaced(pool: Pool, clients: Clients) -> None:
+    doc = pool.doc()
+    leader = etcd_leader(doc)["name"]
+    victim = next(m for m in doc["etcd"] if m["name"] != leader)
+    shutil.rmtree(pool.data / "etcd" / victim["name"].removeprefix("etcd"))
+    os.kill(victim["pid"], signal.SIGKILL)
+    pool.wait_for(
+        lambda d: next(m for m in d["etcd"] if m["name"] == victim["name"])["pid"] != victim["pid"],
+        HEAL_DEADLINE,
+    )
+    pool.wait_healthy(30)
+    events = json.loads((pool.data / "supervisor.json").read_text())["events"]
+    assert any(e["event"] == "etcd member replaced" for e in events)
+    # The replaced member has caught up: writes still commit and read back everywhere.
+    key = clients.key_client.create_ec_key("after-replace", curve="P-256")
+    assert clients.key_client.get_key("after-replace").id == key.id

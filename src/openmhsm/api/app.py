@@ -22,6 +22,7 @@ from openmhsm.api.middleware import (
     RequestId,
     not_found,
 )
+from openmhsm.api.security_domain import SecurityDomainApi
 from openmhsm.auth.identity import identity_routes
 
 
@@ -45,6 +46,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
         *DeletedKeysApi(ctx).routes(),
         *KeysApi(ctx).routes(),
         *rng.routes(),
+        *(SecurityDomainApi(ctx).routes() if ctx.security_domain is not None else []),
     ]
 
 
@@ -53,7 +55,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     protected: ASGIApp = _RaisingRouter(routes)
     protected = Authorize(protected)
     protected = Authenticate(protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok)
-    protected = ActivationGate(protected, ctx.state)
+    protected = ActivationGate(protected, ctx.current_state)
     protected = ApiVersionCheck(protected)
     protected = KeyVaultErrors(protected)
     public = [

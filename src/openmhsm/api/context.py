@@ -13,6 +13,7 @@ from openmhsm.services.deleted import DeletedKeyService
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.security_domain import SecurityDomainService
 
 
 @dataclass
@@ -29,3 +30,14 @@ class ApiContext:
     partition_id: int = 0
     state: Callable[[], str] = field(default=lambda: "Active")
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    security_domain: SecurityDomainService | None = None
+
+    def __post_init__(self) -> None:
+        if self.security_domain is not None:
+            self.state = self.security_domain.cached_state
+
+    async def current_state(self) -> str:
+        """The pool's activation state, re-read from storage until it is Active."""
+        if self.security_domain is None:
+            return self.state()
+        return await self.security_domain.state()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -117,16 +117,19 @@ class ApiVersionCheck:
 class ActivationGate:
     """Before the security domain is active, only security-domain calls are served."""
 
-    def __init__(self, app: ASGIApp, state: Callable[[], str]) -> None:
+    def __init__(self, app: ASGIApp, state: Callable[[], Awaitable[str]]) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.state() != "Active" and not scope["path"].startswith("/securitydomain"):
-            raise NotActivated(
-                "This Managed HSM is not activated: download its security domain first "
-                f"(state: {self.state()})."
-            )
+        if not scope["path"].startswith("/securitydomain"):
+            state = await self.state()
+            if state != "Active":
+                raise NotActivated(
+                    "This Managed HSM is not activated: download its security domain first, "
+                    f"or upload one to a pool in recovery mode (state: {state}).",
+                    inner_code=state,
+                )
         await self.app(scope, receive, send)
 
 

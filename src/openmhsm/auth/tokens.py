@@ -85,15 +85,22 @@ class TokenService:
     """Issues and validates the pool's access tokens with one P-256 signing key."""
 
     def __init__(self, signing_key: ec.EllipticCurvePrivateKey, issuer: str, clock: Clock) -> None:
+        self.issuer = issuer
+        self._clock = clock
+        self._cache: dict[bytes, _Validated] = {}
+        self._verifiers: dict[str, ec.EllipticCurvePublicKey] = {}
+        self.rotate(signing_key)
+
+    def rotate(self, signing_key: ec.EllipticCurvePrivateKey) -> None:
+        """Sign with `signing_key` from now on. Tokens signed with earlier keys stay valid until
+        they expire (a pool that takes on an uploaded security domain keeps its clients)."""
         if not isinstance(signing_key.curve, ec.SECP256R1):
             raise ValueError("the token signing key must be an EC P-256 key")
         self._key = signing_key
         self._public = signing_key.public_key()
-        self.issuer = issuer
-        self._clock = clock
         self.kid = jwk_thumbprint(self._public)
         self._header = _json_b64({"alg": ALGORITHM, "typ": "JWT", "kid": self.kid})
-        self._cache: dict[bytes, _Validated] = {}
+        self._verifiers[self.kid] = self._public
 
     def issue(
         self, *, principal: Principal, audience: str, tenant_id: str, lifetime: int = 3600
@@ -148,13 +155,11 @@ class TokenService:
 
     def jwks(self) -> dict[str, Any]:
         """The public signing key as a JWK Set."""
-        jwk: dict[str, str] = {
-            **_public_jwk(self._public),
-            "kid": self.kid,
-            "use": "sig",
-            "alg": ALGORITHM,
-        }
-        return {"keys": [jwk]}
+        keys = [
+            {**_public_jwk(public), "kid": kid, "use": "sig", "alg": ALGORITHM}
+            for kid, public in self._verifiers.items()
+        ]
+        return {"keys": keys}
 
     def _remember(self, digest: bytes, entry: _Validated) -> None:
         if len(self._cache) >= CACHE_SIZE:
@@ -175,7 +180,8 @@ class TokenService:
             raise malformed from None
         if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
             raise errors.Unauthorized("The access token algorithm is not accepted.")
-        if header.get("kid") != self.kid or "crit" in header:
+        public = self._verifiers.get(str(header.get("kid")))
+        if public is None or "crit" in header:
             raise errors.Unauthorized("The access token was not signed by this pool.")
         if len(signature) != 2 * _COORD:
             raise errors.Unauthorized("The access token signature is invalid.")
@@ -183,9 +189,7 @@ class TokenService:
             int.from_bytes(signature[:_COORD], "big"), int.from_bytes(signature[_COORD:], "big")
         )
         try:
-            self._public.verify(
-                der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256())
-            )
+            public.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, UnicodeEncodeError):
             raise errors.Unauthorized("The access token signature is invalid.") from None
         try:

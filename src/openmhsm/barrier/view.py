@@ -31,6 +31,16 @@ class BarrierView:
         self._barrier = barrier
         self.prefix = prefix
 
+    @property
+    def storage(self) -> Storage:
+        """The storage under the view (raw, sealed records)."""
+        return self._storage
+
+    def use_barrier(self, barrier: Barrier) -> None:
+        """Seal and open with `barrier` from now on (the pool took on another security domain;
+        its records were re-sealed under the new keys in one transaction)."""
+        self._barrier = barrier
+
     async def get(self, key: str) -> Entry | None:
         """The opened entry at `key`, or None. Raises SealError."""
         entry = await self._storage.get(self.prefix + key)

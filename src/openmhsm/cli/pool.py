@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from openmhsm.cli.activation import activate_locally
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.cluster.partition import Partition, PartitionSettings
 from openmhsm.cluster.plan import load_or_create_plan
@@ -50,6 +51,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up.add_argument("--detach", action="store_true", help="run in the background")
     up.add_argument("--retention-days", type=int, default=None)
     up.add_argument("--purge-protection", action="store_true")
+    start = up.add_mutually_exclusive_group()
+    start.add_argument(
+        "--no-activate",
+        action="store_true",
+        help="stay NotActivated until an administrator downloads the security "
+        "domain (Azure's behaviour)",
+    )
+    start.add_argument(
+        "--recovery",
+        action="store_true",
+        help="start a new pool in recovery mode: it waits for a security-domain "
+        "upload (disaster recovery)",
+    )
     up.set_defaults(run=run_up)
 
     down = commands.add_parser("down", help="stop a pool started with `mhsm up`")
@@ -76,6 +90,9 @@ def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
         if args.retention_days is not None:
             saved["retention_days"] = args.retention_days
         saved["purge_protection"] = bool(args.purge_protection)
+        saved["activation"] = (
+            "recovery" if args.recovery else "manual" if args.no_activate else "auto"
+        )
     if args.port is not None:
         saved["port"] = args.port
     if args.hostname is not None:
@@ -153,6 +170,7 @@ def _run_dev(data: DataDir, config: PoolConfig) -> int:
         return pool_document(data, config, creds, pid, parts)
 
     async def ready() -> None:
+        await asyncio.to_thread(_activate_if_needed, data, config, document(os.getpid()))
         write_pool_document(data, document(os.getpid()))
         print(f"OpenMHSM dev pool '{config.name}' serving at {config.url}", flush=True)
         print(f"  pool.json: {data.pool_json}", flush=True)
@@ -202,6 +220,9 @@ def _run_pool(data: DataDir, config: PoolConfig) -> int:
         nonlocal started
         try:
             await supervisor.start()
+            await asyncio.to_thread(
+                _activate_if_needed, data, config, document(supervisor, os.getpid())
+            )
             started = True
             on_change(supervisor)
             print(
@@ -218,6 +239,19 @@ def _run_pool(data: DataDir, config: PoolConfig) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _activate_if_needed(data: DataDir, config: PoolConfig, doc: dict[str, Any]) -> None:
+    """`mhsm up` without --no-activate or --recovery activates a new pool itself, loudly."""
+    if config.activation != "auto" or (data.root / "security-domain" / "sd.json").exists():
+        return
+    folder = activate_locally(doc, data.root)
+    print(
+        f"SECURITY DOMAIN: this pool was activated with three wrapping keys made here, in "
+        f"{folder} (quorum 2). Fine for development; for anything else start with "
+        "--no-activate and download the security domain to keys you hold elsewhere.",
+        flush=True,
+    )
 
 
 def _detach(args: argparse.Namespace) -> int:
@@ -264,6 +298,10 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         argv += ["--hostname", host]
     if args.purge_protection:
         argv.append("--purge-protection")
+    if args.no_activate:
+        argv.append("--no-activate")
+    if args.recovery:
+        argv.append("--recovery")
     return argv
 
 

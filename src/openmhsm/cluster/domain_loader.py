@@ -41,21 +41,24 @@ async def load_domain(
     pool: str,
     peers: Sequence[tuple[str, int]] = (),
     join_context: ssl.SSLContext | None = None,
+    initial_state: str = "NotActivated",
 ) -> DomainSecrets:
     """The domain secrets, sealed under this partition's seal key by the time this returns.
-    Raises DomainUnavailable."""
+    A brand-new pool starts in `initial_state` (NotActivated, or Recovery: its secrets are then
+    temporary, until a security domain is uploaded). Raises DomainUnavailable."""
     stored_id = await _domain_id(storage, prefix)
     if sealed.exists():
         secrets = unseal_from_file(sealed, seal_key)
-        if stored_id is not None and stored_id != secrets.domain_id:
-            raise DomainUnavailable("this partition's sealed domain is not the pool's domain")
         if stored_id is None:
-            await _publish(storage, prefix, secrets)
-        return secrets
+            await _publish(storage, prefix, secrets, initial_state)
+        if stored_id is None or stored_id == secrets.domain_id:
+            return secrets
+        # The pool took on an uploaded security domain while this partition was away.
+        log.info("the pool's security domain changed; joining the new one from a peer")
     if stored_id is None:
         secrets = DomainSecrets.generate()
         try:
-            await _publish(storage, prefix, secrets)
+            await _publish(storage, prefix, secrets, initial_state)
             sealed.parent.mkdir(parents=True, exist_ok=True)
             seal_to_file(secrets, sealed, seal_key)
             log.info("created the pool's security domain %s", secrets.domain_id)
@@ -65,8 +68,8 @@ async def load_domain(
     return await _join(sealed, seal_key, pool, peers, join_context, stored_id)
 
 
-async def _publish(storage: Storage, prefix: str, secrets: DomainSecrets) -> None:
-    meta = {"v": 1, "domain_id": secrets.domain_id, "state": "Active"}
+async def _publish(storage: Storage, prefix: str, secrets: DomainSecrets, state: str) -> None:
+    meta = {"v": 1, "domain_id": secrets.domain_id, "state": state}
     await storage.put_if(prefix + DOMAIN_META, json.dumps(meta).encode(), 0)
 
 
@@ -85,8 +88,8 @@ async def _join(
         )
     deadline = time.monotonic() + JOIN_TIMEOUT
     while time.monotonic() < deadline:
-        secrets = await fetch_secrets(peers, pool, context)
-        if secrets is not None and secrets.domain_id == domain_id:
+        secrets = await fetch_secrets(peers, pool, context, domain_id=domain_id)
+        if secrets is not None:
             sealed.parent.mkdir(parents=True, exist_ok=True)
             seal_to_file(secrets, sealed, seal_key)
             log.info("joined the pool's security domain from a peer")

@@ -67,7 +67,7 @@ class JoinServer:
     """Serves this partition's domain secrets to other partitions of the same pool."""
 
     def __init__(self, secrets: DomainSecrets, pool: str, context: ssl.SSLContext) -> None:
-        self._secrets = secrets
+        self.secrets = secrets  # replaced when the pool takes on an uploaded security domain
         self._pool = pool
         self._context = context
         self._server: asyncio.Server | None = None
@@ -88,7 +88,7 @@ class JoinServer:
             if line != wanted or not _peer_is_partition(writer, self._pool):
                 log.warning("join refused: not a partition of pool %s", self._pool)
                 return
-            payload = self._secrets.to_bytes()
+            payload = self.secrets.to_bytes()
             writer.write(struct.pack(">I", len(payload)) + payload)
             await writer.drain()
             log.info("domain secrets handed to a joining partition")
@@ -101,9 +101,14 @@ class JoinServer:
 
 
 async def fetch_secrets(
-    peers: Sequence[tuple[str, int]], pool: str, context: ssl.SSLContext, timeout: float = 5.0
+    peers: Sequence[tuple[str, int]],
+    pool: str,
+    context: ssl.SSLContext,
+    timeout: float = 5.0,
+    domain_id: str | None = None,
 ) -> DomainSecrets | None:
-    """The domain secrets from the first peer that hands them over, or None."""
+    """The domain secrets from the first peer that hands over those of `domain_id` (any, if
+    None), or None."""
     for host, port in peers:
         try:
             reader, writer = await asyncio.wait_for(
@@ -119,7 +124,9 @@ async def fetch_secrets(
             if size > MAX_SECRETS:
                 continue
             data = await asyncio.wait_for(reader.readexactly(size), timeout)
-            return DomainSecrets.from_bytes(data)
+            secrets = DomainSecrets.from_bytes(data)
+            if domain_id is None or secrets.domain_id == domain_id:
+                return secrets
         except (OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
             continue
         finally:

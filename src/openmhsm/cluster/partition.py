@@ -16,11 +16,10 @@ from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
 from openmhsm.auth.challenge import resource_for_host
 from openmhsm.auth.tokens import TokenService
-from openmhsm.barrier.barrier import Barrier
-from openmhsm.barrier.keyring import Keyring
 from openmhsm.barrier.view import BarrierView
 from openmhsm.cluster import join
 from openmhsm.cluster.domain_loader import load_domain
+from openmhsm.cluster.domain_switch import DomainHolder, barrier_for
 from openmhsm.cluster.draining import DrainingServer
 from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
@@ -31,6 +30,11 @@ from openmhsm.services.key_cache import KeyCache
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.security_domain import (
+    NOT_ACTIVATED,
+    RECOVERY,
+    SecurityDomainService,
+)
 from openmhsm.storage.base import Storage
 from openmhsm.storage.registry import open_storage
 from openmhsm.types import SystemClock
@@ -105,6 +109,7 @@ class Partition:
         self.context: ApiContext | None = None
         self.admin: AdminCredentials | None = None
         self.join_server: JoinServer | None = None
+        self.domain: DomainHolder | None = None
 
     def _join_context(self, server: bool) -> ssl.SSLContext | None:
         n = self.partition_id
@@ -127,9 +132,9 @@ class Partition:
             pool=self.config.name,
             peers=self.settings.peers,
             join_context=self._join_context(server=False),
+            initial_state=RECOVERY if self.config.activation == "recovery" else NOT_ACTIVATED,
         )
-        barrier = Barrier(Keyring({1: secrets.barrier_key(1)}, 1))
-        view = BarrierView(raw, barrier, prefix)
+        view = BarrierView(raw, barrier_for(secrets), prefix)
         cache = KeyCache(view)
         await cache.load()
         self.cache = cache
@@ -139,22 +144,41 @@ class Partition:
             self.admin = await self._ensure_admin(principals)
         issuer = f"{self.config.url}/{self.config.tenant_id}/v2.0"
         ports = (self.config.port, self.settings.own_port, *self.settings.pool_ports)
+        tokens = TokenService(secrets.token_signing_key(), issuer, self.clock)
+        backups = KeyBackups(keys, cache, secrets.domain_id, secrets.backup_key())
+        holder = DomainHolder(
+            view=view,
+            secrets=secrets,
+            tokens=tokens,
+            backups=backups,
+            sealed=self.data.sealed(n),
+            seal_key=self.data.seal_key(n),
+            pool=self.config.name,
+            peers=self.settings.peers,
+            join_context=self._join_context(server=False),
+        )
+        holder.service = SecurityDomainService(view, secrets, holder.install)
+        await holder.service.state()
+        self.domain = holder
         self.context = ApiContext(
             keys=keys,
             deleted=DeletedKeyService(keys, cache, self.clock, self.config.deletion),
             ops=KeyOperations(keys, self.clock),
-            backups=KeyBackups(keys, cache, secrets.domain_id, secrets.backup_key()),
+            backups=backups,
             principals=principals,
-            tokens=TokenService(secrets.token_signing_key(), issuer, self.clock),
+            tokens=tokens,
             deletion=self.config.deletion,
             tenant_id=self.config.tenant_id,
             audience_ok=audience_checker(self.config, ports),
             partition_id=n,
+            security_domain=holder.service,
         )
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
             self.join_server = JoinServer(secrets, self.config.name, join_ctx)
+            holder.join_server = self.join_server
             await self.join_server.start(self.config.bind, self.settings.join_port)
+        holder.start_following()
         return self.context
 
     async def _ensure_admin(self, principals: PrincipalStore) -> AdminCredentials:
@@ -169,6 +193,8 @@ class Partition:
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.domain is not None:
+            await self.domain.stop()
         if self.join_server is not None:
             await self.join_server.close()
         if self.cache is not None:

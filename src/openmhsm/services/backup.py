@@ -32,6 +32,10 @@ class KeyBackups:
     ) -> None:
         self.keys = keys
         self.cache = cache
+        self.use_domain(domain_id, backup_key)
+
+    def use_domain(self, domain_id: str, backup_key: bytes) -> None:
+        """Seal and open blobs for this security domain from now on."""
         self._header = bytes([FORMAT]) + uuid.UUID(domain_id).bytes
         self._key = backup_key
 
