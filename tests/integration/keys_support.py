@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 API = {"api-version": "2025-07-01"}
 CURVES: dict[str, ec.EllipticCurve] = {

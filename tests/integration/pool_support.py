@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from azure.identity import ClientSecretCredential
-from conftest import DevPool
+from dev_pool import DevPool
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 90.0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 # What an application would contain: no pool-specific code except reading its vault URL.
 APP = """

@@ -43,7 +43,7 @@ from keys_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 MESSAGE = b"the quick brown fox jumps over the lazy dog"
 HASHES: dict[str, hashes.HashAlgorithm] = {

@@ -32,7 +32,7 @@ from keys_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 
 @pytest.fixture(scope="module")

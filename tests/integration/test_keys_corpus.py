@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from keys_support import API, assert_kv_error, b64int, b64u, raw_client, send_json
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 MiB = 1024 * 1024
 

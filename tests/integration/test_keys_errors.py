@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from keys_support import API, assert_kv_error, b64int, b64u, raw_client, send_json, unb64u
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from keys_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 DIGEST = hashlib.sha256(b"signed before the restart").digest()
 AES_KEY = bytes(range(100, 132))

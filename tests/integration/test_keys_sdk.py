@@ -43,7 +43,7 @@ from keys_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import DevPool
+    from dev_pool import DevPool
 
 DIGEST = hashlib.sha256(b"keys data plane").digest()
 COORD = {"P-256": 32, "P-256K": 32, "P-384": 48, "P-521": 66}

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
-from conftest import free_port
+from dev_pool import free_port
 
 from openmhsm.client import Clients, connect
 from openmhsm.crypto.jwk import b64u_encode

@@ -19,7 +19,7 @@ import pytest
 from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
-from conftest import free_port
+from dev_pool import free_port
 from pool_support import PoolProcess, mhsm
 
 pytestmark = pytest.mark.integration

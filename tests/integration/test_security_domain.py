@@ -14,10 +14,10 @@ from azure.core.exceptions import HttpResponseError
 from azure.keyvault.keys.crypto import SignatureAlgorithm
 from azure.keyvault.securitydomain import SecurityDomainClient
 from azure.keyvault.securitydomain.models import CertificateInfo, SecurityDomain
-from conftest import DevPool, start_pool
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from dev_pool import DevPool, start_pool
 
 from openmhsm.cli.activation import certificate_jwk, make_wrapping_keys
 from openmhsm.client import connect

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from openmhsm.cli import keys, partition, pool, status
+from openmhsm.cli import keys, partition, pool, security_domain, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     partition.register(commands)
     status.register(commands)
+    security_domain.register(commands)
     return parser
 
 

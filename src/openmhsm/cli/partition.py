@@ -14,7 +14,7 @@ from openmhsm.config import PoolConfig
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    part = commands.add_parser("partition", help=argparse.SUPPRESS)
+    part = commands.add_parser("partition")  # no help=: not listed in `mhsm --help`
     part.add_argument("--data-dir", required=True, type=Path)
     part.add_argument("--id", required=True, type=int)
     part.set_defaults(run=run_partition)
