@@ -5,14 +5,13 @@ holds afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
 from dev_pool import free_port
+from pool_support import PoolProcess
 
 from openmhsm.client import Clients, connect
 from openmhsm.crypto.jwk import b64u_encode
@@ -34,77 +34,28 @@ HEAL_DEADLINE = 15.0
 DIGEST = hashlib.sha256(b"faults").digest()
 
 
-class Pool:
-    """`mhsm up` (pool mode) as a subprocess, and views of its pool.json."""
-
-    def __init__(self, root: Path) -> None:
-        self.data = root / "pool"
-        self.port = free_port()
-        self.log = root / "mhsm-up.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "openmhsm.cli.main",
-                    "up",
-                    "--data-dir",
-                    str(self.data),
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-            )
-        self.wait_for(lambda d: d.get("pid") == self.proc.pid, 90)
-
-    def doc(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.data / "pool.json").read_text()))
-        except (OSError, ValueError):
-            return {}
-
-    def wait_for(self, condition: Any, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            doc = self.doc()
-            if doc and condition(doc):
-                return doc
-            time.sleep(0.1)
-        raise AssertionError(f"pool.json never satisfied the condition: {self.doc()}")
+class Pool(PoolProcess):
+    """A pool-mode `mhsm up` with the health views the fault tests need."""
 
     def ready_partitions(self) -> list[int]:
-        doc = self.doc()
+        doc = self.reload()
         ready = []
         with httpx.Client(verify=_tls(doc), timeout=1.0) as client:
             for part in doc["partitions"]:
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{part['url']}/readyz").status_code == 200:
                         ready.append(part["id"])
-                except httpx.HTTPError:
-                    pass
         return ready
 
     def wait_healthy(self, timeout: float = HEAL_DEADLINE) -> float:
         """Seconds until all three partitions answer /readyz and every etcd member runs."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
-            members = self.doc().get("etcd", [])
+            members = self.reload().get("etcd", [])
             if len(self.ready_partitions()) == 3 and all(_alive(m["pid"]) for m in members):
                 return time.monotonic() - start
             time.sleep(0.1)
-        raise AssertionError(f"pool not healthy after {timeout} s: {self.doc()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        raise AssertionError(f"pool not healthy after {timeout} s: {self.doc}")
 
 
 def _tls(doc: dict[str, Any]) -> ssl.SSLContext:
@@ -145,7 +96,7 @@ class Workload:
     acknowledged create and every error a client saw."""
 
     def __init__(self, pool: Pool, signers: int = 2, creators: int = 1) -> None:
-        self.clients = connect(pool.data)
+        self.clients = connect(pool.data_dir)
         self.key = self.clients.key_client.create_ec_key("faults-ec", curve="P-256")
         self.stop = threading.Event()
         self.errors: list[str] = []
@@ -195,13 +146,13 @@ def assert_all_present(client: KeyClient, created: list[tuple[str, str]]) -> Non
 
 @pytest.fixture
 def clients(pool: Pool) -> Iterator[Clients]:
-    with connect(pool.data) as made:
+    with connect(pool.data_dir) as made:
         yield made
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    pool = Pool(tmp_path_factory.mktemp("faults"))
+    pool = Pool(tmp_path_factory.mktemp("faults") / "pool", free_port()).start()
     yield pool
     pool.stop()
 
@@ -219,30 +170,30 @@ def _kill_and_measure(pool: Pool, pid: int, settle: float = 1.0) -> tuple[Worklo
 
 
 def test_partition_sigkill_under_load(pool: Pool) -> None:
-    victim = pool.doc()["partitions"][1]
+    victim = pool.reload()["partitions"][1]
     work, heal = _kill_and_measure(pool, victim["pid"])
     assert work.errors == []
     assert work.signs > 0 and work.created
     assert heal < HEAL_DEADLINE
-    assert pool.doc()["partitions"][1]["pid"] != victim["pid"]
-    with connect(pool.data) as clients:
+    assert pool.reload()["partitions"][1]["pid"] != victim["pid"]
+    with connect(pool.data_dir) as clients:
         assert_all_present(clients.key_client, work.created)
 
 
 def test_etcd_leader_sigkill_under_load(pool: Pool) -> None:
-    leader = etcd_leader(pool.doc())
+    leader = etcd_leader(pool.reload())
     work, heal = _kill_and_measure(pool, leader["pid"])
     assert work.errors == []
     assert work.created
     assert heal < HEAL_DEADLINE
-    with connect(pool.data) as clients:
+    with connect(pool.data_dir) as clients:
         assert_all_present(clients.key_client, work.created)
 
 
 def test_partition_directory_lost_is_rebuilt(pool: Pool, clients: Clients) -> None:
-    doc = pool.doc()
+    doc = pool.reload()
     victim = doc["partitions"][2]
-    part_dir = pool.data / "partitions" / "2"
+    part_dir = pool.data_dir / "partitions" / "2"
     shutil.rmtree(part_dir)
     os.kill(victim["pid"], signal.SIGKILL)
     pool.wait_for(lambda d: d["partitions"][2]["pid"] != victim["pid"], HEAL_DEADLINE)
@@ -263,12 +214,12 @@ def test_partition_directory_lost_is_rebuilt(pool: Pool, clients: Clients) -> No
 
 
 def _domain_root(pool: Pool) -> bytes:
-    part = pool.data / "partitions" / "0"
+    part = pool.data_dir / "partitions" / "0"
     return unseal_from_file(part / "sealed", part / "seal.key").root
 
 
 def test_key_is_readable_on_every_partition_at_once(pool: Pool, clients: Clients) -> None:
-    doc = pool.doc()
+    doc = pool.reload()
     token = clients.credential.get_token(doc["resource"] + "/.default").token
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(verify=_tls(doc), timeout=10, headers=headers) as http:
@@ -289,7 +240,7 @@ def test_key_is_readable_on_every_partition_at_once(pool: Pool, clients: Clients
 
 
 def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool, clients: Clients) -> None:
-    doc = pool.doc()
+    doc = pool.reload()
     key = clients.key_client.create_ec_key("quorum-ec", curve="P-256")
     token = clients.credential.get_token(doc["resource"] + "/.default").token
     survivor = doc["partitions"][0]
@@ -324,17 +275,17 @@ def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool, clients: Clients) -
 
 
 def test_etcd_member_with_lost_data_is_replaced(pool: Pool, clients: Clients) -> None:
-    doc = pool.doc()
+    doc = pool.reload()
     leader = etcd_leader(doc)["name"]
     victim = next(m for m in doc["etcd"] if m["name"] != leader)
-    shutil.rmtree(pool.data / "etcd" / victim["name"].removeprefix("etcd"))
+    shutil.rmtree(pool.data_dir / "etcd" / victim["name"].removeprefix("etcd"))
     os.kill(victim["pid"], signal.SIGKILL)
     pool.wait_for(
         lambda d: next(m for m in d["etcd"] if m["name"] == victim["name"])["pid"] != victim["pid"],
         HEAL_DEADLINE,
     )
     pool.wait_healthy(30)
-    events = json.loads((pool.data / "supervisor.json").read_text())["events"]
+    events = json.loads((pool.data_dir / "supervisor.json").read_text())["events"]
     assert any(e["event"] == "etcd member replaced" for e in events)
     # The replaced member has caught up: writes still commit and read back everywhere.
     key = clients.key_client.create_ec_key("after-replace", curve="P-256")
