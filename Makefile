@@ -43,7 +43,10 @@ check: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src
 
+# wrk (Debian) generates the load cheaply; without it a Python generator takes much of the CPU.
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk || true; }
 	$(BIN)/python -m benchmarks
 
 clean:

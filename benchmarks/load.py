@@ -94,3 +94,34 @@ def run_load(
     return LoadResult(
         len(latencies), sum(r[1] for r in results), seconds, latencies, sum(r[2] for r in results)
     )
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cpu_seconds: float
+    generator: str
+
+
+def measure(
+    url: str, ca: str, token: str, path: str, body: dict[str, Any], seconds: float
+) -> Measured:
+    """Throughput and latency of one POST under load: `wrk` when installed (cheap), else the
+    Python generator above (which takes much of the CPU it measures)."""
+    from benchmarks import wrk_load
+
+    if wrk_load.available():
+        w = wrk_load.run_wrk(url, token, path, body, seconds=seconds)
+        return Measured(w.rate, w.p50_ms, w.p99_ms, w.errors, w.client_cpu_seconds, "wrk")
+    r = run_load(url, ca, token, path, body, seconds=seconds)
+    return Measured(
+        r.rate,
+        r.percentile(50) * 1000,
+        r.percentile(99) * 1000,
+        r.errors,
+        r.client_cpu_seconds,
+        "python",
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.load import run_load
+from benchmarks.load import measure
 from benchmarks.sign_throughput import DIGEST, SECONDS, free_port
 from openmhsm.client import connect
 from openmhsm.crypto.jwk import b64u_encode
@@ -103,12 +103,12 @@ def run(data: Path) -> None:
     for alg, key in (("ES256", "bench-ec"), ("RS256", "bench-rsa")):
         body = {"alg": alg, "value": b64u_encode(DIGEST)}
         path = f"/keys/{key}//sign?{API}"
-        pool = run_load(doc["url"], ca, token, path, body, seconds=SECONDS)
-        single = run_load(one, ca, token, path, body, seconds=SECONDS)
+        pool = measure(doc["url"], ca, token, path, body, SECONDS)
+        single = measure(one, ca, token, path, body, SECONDS)
         print(
             f"{'sign ' + alg:22} {pool.rate:8.0f} {single.rate:9.0f} "
-            f"{pool.rate / single.rate:7.2f} {pool.percentile(50) * 1000:7.1f} "
-            f"{pool.percentile(99) * 1000:7.1f} {pool.errors + single.errors:6d}"
+            f"{pool.rate / single.rate:7.2f} {pool.p50_ms:7.1f} "
+            f"{pool.p99_ms:7.1f} {pool.errors + single.errors:6d} {pool.generator}"
         )
     with httpx.Client(base_url=doc["url"], verify=tls, headers=headers, timeout=30) as http:
         latencies = []

@@ -21,7 +21,7 @@ from azure.keyvault.keys import KeyClient
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from benchmarks.load import run_load
+from benchmarks.load import measure
 from openmhsm.crypto.jwk import b64u_encode
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -111,22 +111,15 @@ def main() -> None:
                 one = raw_rate(raw[alg], 1, SECONDS)
                 two = raw_rate(raw[alg], 2, SECONDS)
                 body = {"alg": alg, "value": b64u_encode(DIGEST)}
-
-                load = run_load(
-                    str(doc["url"]),
-                    ca,
-                    token,
-                    f"/keys/{key}//sign?api-version=7.6",
-                    body,
-                    seconds=SECONDS,
-                )
+                path = f"/keys/{key}//sign?api-version=7.6"
+                load = measure(str(doc["url"]), ca, token, path, body, SECONDS)
                 rows.append((alg, one, two, load))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
     print(
         f"\nSign throughput, dev pool (1 partition), {SECONDS:.0f} s per measurement, "
-        f"{os.cpu_count()} cores; the load generator shares the cores."
+        f"{os.cpu_count()} cores; load from {rows[0][3].generator}, which shares the cores."
     )
     print(
         f"{'alg':6} {'raw 1 thr/s':>12} {'raw 2 thr/s':>12} {'API/s':>9} {'p50 ms':>7} "
@@ -135,6 +128,6 @@ def main() -> None:
     for alg, one, two, load in rows:
         print(
             f"{alg:6} {one:12.0f} {two:12.0f} {load.rate:9.0f} "
-            f"{load.percentile(50) * 1000:7.1f} {load.percentile(99) * 1000:7.1f} "
+            f"{load.p50_ms:7.1f} {load.p99_ms:7.1f} "
             f"{load.errors:6d} {load.rate / two:9.2f} {load.client_cpu_seconds:12.1f}"
         )
