@@ -10,8 +10,6 @@ import os
 import re
 import signal
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,37 +18,12 @@ from typing import Any
 import httpx
 
 from benchmarks.load import measure
-from benchmarks.sign_throughput import DIGEST, SECONDS, free_port
+from benchmarks.pool_process import start_pool
+from benchmarks.sign_throughput import DIGEST, SECONDS
 from openmhsm.client import connect
 from openmhsm.crypto.jwk import b64u_encode
 
 API = "api-version=7.6"
-
-
-def start_pool(root: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    data = root / "pool"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openmhsm.cli.main",
-            "up",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(free_port()),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        pool_json = data / "pool.json"
-        if pool_json.exists() and json.loads(pool_json.read_text()).get("pid") == proc.pid:
-            return proc, data
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("pool did not start")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -74,7 +47,7 @@ def ready_count(http: httpx.Client, doc: dict[str, Any]) -> int:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, data = start_pool(Path(tmp))
+        proc, data, _ = start_pool(Path(tmp))
         try:
             run(data)
         finally:

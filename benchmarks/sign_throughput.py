@@ -4,12 +4,8 @@ on the same machine, measured in one run. Prints a table of ratios."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,45 +18,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from benchmarks.load import measure
+from benchmarks.pool_process import start_pool
 from openmhsm.crypto.jwk import b64u_encode
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 DIGEST = hashlib.sha256(b"benchmark").digest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_dev_pool(root: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
-    data = root / "pool"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openmhsm.cli.main",
-            "up",
-            "--dev",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(free_port()),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pool_json = data / "pool.json"
-        if pool_json.exists():
-            doc = json.loads(pool_json.read_text())
-            if doc.get("pid") == proc.pid:
-                return proc, doc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("dev pool did not start")
 
 
 def raw_rate(sign: Callable[[], object], threads: int, seconds: float) -> float:
@@ -89,7 +51,7 @@ def main() -> None:
         "ES256": lambda: ec_key.sign(DIGEST, ec.ECDSA(utils.Prehashed(hashes.SHA256()))),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        proc, doc = start_dev_pool(Path(tmp))
+        proc, _, doc = start_pool(Path(tmp), "--dev")
         try:
             admin = doc["admin"]
             assert isinstance(admin, dict)

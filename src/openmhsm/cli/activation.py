@@ -5,19 +5,18 @@ through the Azure SDK's SecurityDomainClient, quorum 2."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from openmhsm.cluster.layout import write_json_atomic
 from openmhsm.crypto.jwk import b64u_encode, int_to_b64u
+from openmhsm.domain.certificates import certificate_pem, new_rsa_certificate, private_key_pem
 
 QUORUM = 2
 
@@ -27,30 +26,13 @@ def make_wrapping_keys(count: int, out: Path, prefix: str = "w") -> list[tuple[P
     mode 0600) and `<prefix>N.cer` (PEM). Returns (certificate, key) paths."""
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     made = []
-    now = dt.datetime.now(dt.UTC)
     for n in range(count):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"openmhsm wrapping key {n}")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )
+        key, cert = new_rsa_certificate(f"openmhsm wrapping key {n}", days=3650)
         key_path, cert_path = out / f"{prefix}{n}.key", out / f"{prefix}{n}.cer"
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            f.write(private_key_pem(key))
+        cert_path.write_bytes(certificate_pem(cert))
         made.append((cert_path, key_path))
     return made
 

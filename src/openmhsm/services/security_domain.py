@@ -10,18 +10,16 @@ the secrets of the pool the blob was made from.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from openmhsm.domain import blob
+from openmhsm.domain.certificates import certificate_pem, new_rsa_certificate, private_key_pem
 from openmhsm.domain.failures import SecurityDomainError
 from openmhsm.domain.secrets import DomainSecrets
 from openmhsm.errors import BadParameter, Forbidden, StorageConflict
@@ -43,25 +41,8 @@ def _status(status: str, details: str) -> dict[str, str]:
 
 def _new_exchange_key() -> tuple[bytes, bytes]:
     """A fresh RSA-2048 transfer key and its self-signed certificate (PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openmhsm security domain transfer")])
-    now = time.time()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.UTC))
-        .not_valid_after(dt.datetime.fromtimestamp(now + 365 * 86400, dt.UTC))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+    key, cert = new_rsa_certificate("openmhsm security domain transfer", days=365)
+    return private_key_pem(key), certificate_pem(cert)
 
 
 class SecurityDomainService:

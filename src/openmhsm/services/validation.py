@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from openmhsm.crypto.jwk import b64u_decode
+from openmhsm.crypto.jwk import base_kty as crypto_base_kty
 from openmhsm.errors import BadParameter
 
 NAME_RE = re.compile(r"[0-9a-zA-Z-]{1,127}")  # used with fullmatch: no trailing newline
@@ -15,14 +16,6 @@ MAX_TAGS = 15
 MAX_TAG_NAME = 512
 MAX_TAG_VALUE = 256
 
-KTYS = {
-    "RSA": "RSA",
-    "RSA-HSM": "RSA",
-    "EC": "EC",
-    "EC-HSM": "EC",
-    "oct": "oct",
-    "oct-HSM": "oct",
-}
 ALL_KEY_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import", "export")
 KEY_OPS_BY_KTY = {
     "RSA": frozenset(ALL_KEY_OPS),
@@ -54,9 +47,10 @@ def check_version(version: str) -> str:
 
 def base_kty(kty: Any) -> str:
     """'RSA', 'EC' or 'oct' for any accepted kty spelling, or BadParameter."""
-    if not isinstance(kty, str) or kty not in KTYS:
-        raise BadParameter(f"Invalid kty value: {str(kty)[:40]}", inner_code="KeyTypeNotSupported")
-    return KTYS[kty]
+    try:
+        return crypto_base_kty(kty)
+    except BadParameter as exc:
+        raise BadParameter(exc.message, inner_code="KeyTypeNotSupported") from None
 
 
 def check_tags(tags: Any) -> dict[str, str]:
