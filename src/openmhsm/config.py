@@ -49,6 +49,8 @@ class PoolConfig:
     # "manual": stays NotActivated until an administrator downloads it; "recovery": waits for
     # an upload (a new pool for disaster recovery).
     activation: str = "auto"
+    trusted_issuers: tuple[str, ...] = ()  # external OIDC issuers whose tokens are accepted
+    trusted_issuer_ca: str = ""  # a CA bundle for reaching them (default: the system's)
 
     @property
     def host(self) -> str:
@@ -79,12 +81,13 @@ class PoolConfig:
             "purge_protection": self.deletion.purge_protection,
             "mode": self.mode,
             "activation": self.activation,
+            "trusted_issuers": list(self.trusted_issuers),
+            "trusted_issuer_ca": self.trusted_issuer_ca,
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> PoolConfig:
-        hostnames = obj.get("hostnames") or []
-        assert isinstance(hostnames, list)
+        hostnames = _list(obj.get("hostnames"))
         return cls(
             name=str(obj["name"]),
             tenant_id=str(obj["tenant_id"]),
@@ -98,4 +101,14 @@ class PoolConfig:
             ),
             mode=str(obj.get("mode", "dev")),
             activation=str(obj.get("activation", "auto")),
+            trusted_issuers=tuple(str(i) for i in _list(obj.get("trusted_issuers"))),
+            trusted_issuer_ca=str(obj.get("trusted_issuer_ca", "")),
         )
+
+
+def _list(value: object) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("expected a list in the pool configuration")
+    return value

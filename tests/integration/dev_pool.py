@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 from azure.identity import ClientSecretCredential
+from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
 from azure.keyvault.keys import KeyClient
+
+from openmhsm.auth.roles import CRYPTO_OFFICER, CRYPTO_USER
 
 START_TIMEOUT = 30.0
 
@@ -107,6 +110,21 @@ class DevPool:
 
     def key_client(self) -> KeyClient:
         return KeyClient(self.url, self.credential(), connection_verify=self.ca)
+
+    def access_client(self) -> KeyVaultAccessControlClient:
+        return KeyVaultAccessControlClient(self.url, self.credential(), connection_verify=self.ca)
+
+    @property
+    def admin_object_id(self) -> str:
+        return str(json.loads((self.data_dir / "admin.json").read_text())["object_id"])
+
+    def grant_key_roles(self) -> None:
+        """Give the admin Crypto Officer and Crypto User at `/`, as `mhsm up` does in its default
+        mode; a pool started with --no-activate or --recovery gives it only Managed HSM
+        Administrator, which may assign roles but not use keys (as in Managed HSM)."""
+        with self.access_client() as client:
+            for role in (CRYPTO_OFFICER, CRYPTO_USER):
+                client.create_role_assignment(KeyVaultRoleScope.GLOBAL, role, self.admin_object_id)
 
     def token(self) -> str:
         return self.credential().get_token(self.doc["resource"] + "/.default").token

@@ -108,6 +108,7 @@ def activated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Activated]:
         assert state(pool) == "Active"
         failed(mhsm("download", *args, "2", *certs), "already exists")
 
+        pool.grant_key_roles()  # --no-activate: the admin holds Managed HSM Administrator only
         client = pool.key_client()
         key = client.create_ec_key("survivor", curve="P-256")
         backup = client.backup_key("survivor")
@@ -173,6 +174,7 @@ def test_recovery_through_a_restore_blob(activated: Activated, tmp_path: Path) -
             "Success"
         )
         assert state(pool) == "Active"
+        pool.grant_key_roles()
         restored = pool.key_client().restore_key_backup(activated.backup)
         assert _xy(restored) == activated.public
     finally:
@@ -194,6 +196,7 @@ def test_recovery_by_upload_with_the_wrapping_keys(activated: Activated, tmp_pat
         assert state(pool) == "Active"
         waited = mhsm("wait", *data, "--target-operation", "upload", "-o", "table")
         assert waited.code == 0 and "status         Success" in waited.stdout.splitlines()
+        pool.grant_key_roles()
         restored = pool.key_client().restore_key_backup(activated.backup)
         assert _xy(restored) == activated.public
     finally:

@@ -75,6 +75,7 @@ def test_upload_reaches_every_partition_and_survives_a_heal(tmp_path: Path) -> N
         )
         client.begin_upload(security_domain=SecurityDomain({"value": restore_blob})).result()
         _wait_states(b, "Active")
+        b.grant_key_roles()  # --recovery: the admin holds Managed HSM Administrator only
 
         restored = b.key_client().restore_key_backup(backup)
         assert restored.properties.version == key.properties.version

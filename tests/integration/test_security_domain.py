@@ -83,6 +83,12 @@ def test_manual_activation_by_download(tmp_path: Path) -> None:
         assert document["SharedKeys"]["required"] == 2
         assert len(document["SharedKeys"]["enc_shares"]) == 3
         assert state(pool) == "Active"
+        # Like Managed HSM's initial administrators, the admin may assign roles, not use keys.
+        with pytest.raises(HttpResponseError) as refused_key:
+            pool.key_client().create_ec_key("after-activation", curve="P-256")
+        assert refused_key.value.status_code == 403
+        assert "keys/create" in str(refused_key.value)
+        pool.grant_key_roles()
         key = pool.key_client().create_ec_key("after-activation", curve="P-256")
         assert key.properties.enabled
         # Any two of the three keys open the file; one alone does not.
@@ -118,6 +124,7 @@ def test_disaster_recovery_into_a_new_pool(pools: tuple[DevPool, DevPool], tmp_p
     assert poller.status().lower() == "success"
     assert sd_b.get_upload_status().status.lower() == "success"
     assert state(b) == "Active"
+    b.grant_key_roles()
 
     client_b = b.key_client()
     restored = client_b.restore_key_backup(backup)

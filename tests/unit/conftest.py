@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
 from openmhsm.auth.challenge import resource_for_host
+from openmhsm.auth.roles import ADMINISTRATOR
 from openmhsm.auth.tokens import TokenService
 from openmhsm.barrier.barrier import Barrier
 from openmhsm.barrier.keyring import Keyring
@@ -45,6 +46,8 @@ from openmhsm.services.key_cache import KeyCache
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.rbac import RbacService
+from openmhsm.services.settings import SettingsStore
 from openmhsm.storage.memory import MemoryStorage
 from openmhsm.types import Principal
 
@@ -105,6 +108,7 @@ class Stack:
     ctx: ApiContext
     owns_storage: bool = True
     admin: Principal | None = None
+    rbac: RbacService | None = None
     others: list[Stack] = field(default_factory=list)
 
     async def peer(self, *, load: bool = True) -> Stack:
@@ -155,6 +159,7 @@ async def build_stack(
     deletion: DeletionPolicy | None = None,
     load: bool = True,
     admin: bool = False,
+    rbac: bool = False,
 ) -> Stack:
     """storage → BarrierView → KeyCache (loaded, watching) → services → ApiContext."""
     storage = MemoryStorage() if storage is None else storage
@@ -181,6 +186,7 @@ async def build_stack(
         deletion=deletion,
         tenant_id=TENANT,
         audience_ok=audience_ok,
+        settings=SettingsStore(view),
     )
     stack = Stack(
         storage=storage,
@@ -197,8 +203,12 @@ async def build_stack(
         tokens=tokens,
         ctx=ctx,
     )
+    if rbac:  # enforced, with the admin holding Managed HSM Administrator as a pool's does
+        stack.rbac = ctx.rbac = RbacService(cache)
     if admin:
         stack.admin, _ = await principals.create("admin")
+        if stack.rbac is not None:
+            await stack.rbac.ensure_assignment(stack.admin.object_id, ADMINISTRATOR)
     return stack
 
 
@@ -269,12 +279,18 @@ class ApiHarness:
 
 @contextlib.contextmanager
 def open_api(
-    clock: FakeClock, deletion: DeletionPolicy | None = None, **client_options: Any
+    clock: FakeClock,
+    deletion: DeletionPolicy | None = None,
+    *,
+    rbac: bool = False,
+    **client_options: Any,
 ) -> Iterator[ApiHarness]:
     late = _LateApp()
     with TestClient(late, base_url=BASE_URL, **client_options) as client:
         assert client.portal is not None
-        builder = functools.partial(build_stack, clock=clock, deletion=deletion, admin=True)
+        builder = functools.partial(
+            build_stack, clock=clock, deletion=deletion, admin=True, rbac=rbac
+        )
         stack: Stack = client.portal.call(builder)
         try:
             late.app = build_app(stack.ctx)
@@ -287,11 +303,14 @@ def open_api(
 
 @pytest.fixture
 def make_api(clock: FakeClock) -> Iterator[Callable[..., ApiHarness]]:
-    """`make_api(deletion=..., raise_server_exceptions=...)`: a new app and stack."""
+    """`make_api(deletion=..., rbac=..., raise_server_exceptions=...)`: a new app and stack
+    (`rbac=True`: roles enforced, the admin holding Managed HSM Administrator)."""
     with contextlib.ExitStack() as exits:
 
-        def make(deletion: DeletionPolicy | None = None, **client_options: Any) -> ApiHarness:
-            return exits.enter_context(open_api(clock, deletion, **client_options))
+        def make(
+            deletion: DeletionPolicy | None = None, *, rbac: bool = False, **client_options: Any
+        ) -> ApiHarness:
+            return exits.enter_context(open_api(clock, deletion, rbac=rbac, **client_options))
 
         yield make
 

@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmhsm.api import health, rng
+from openmhsm.api.audit import AuditPolicy
 from openmhsm.api.context import ApiContext
 from openmhsm.api.deleted_keys import DeletedKeysApi
 from openmhsm.api.key_backup import KeyBackupApi
@@ -22,7 +23,10 @@ from openmhsm.api.middleware import (
     RequestId,
     not_found,
 )
+from openmhsm.api.principals import PrincipalsApi
+from openmhsm.api.rbac import RbacApi
 from openmhsm.api.security_domain import SecurityDomainApi
+from openmhsm.api.settings import SettingsApi
 from openmhsm.auth.identity import identity_routes
 
 
@@ -41,20 +45,26 @@ class _RaisingRouter:
 def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
     """Order matters where paths overlap: literal segments before `{version}`."""
     return [
+        # Before the keys routes: `/keys/{name}/providers/...` would otherwise reach them.
+        *(RbacApi(ctx.rbac).routes() if ctx.rbac is not None else []),
         *KeyBackupApi(ctx).routes(),
         *KeyOpsApi(ctx).routes(),
         *DeletedKeysApi(ctx).routes(),
         *KeysApi(ctx).routes(),
         *rng.routes(),
         *(SecurityDomainApi(ctx).routes() if ctx.security_domain is not None else []),
+        *(SettingsApi(ctx.settings).routes() if ctx.settings is not None else []),
+        *PrincipalsApi(ctx.principals).routes(),
     ]
 
 
 def build_app(ctx: ApiContext) -> ASGIApp:
     routes = data_plane_routes(ctx)
     protected: ASGIApp = _RaisingRouter(routes)
-    protected = Authorize(protected)
-    protected = Authenticate(protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok)
+    protected = Authorize(protected, routes, ctx.rbac)
+    protected = Authenticate(
+        protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok, ctx.external_issuers
+    )
     protected = ActivationGate(protected, ctx.current_state)
     protected = ApiVersionCheck(protected)
     protected = KeyVaultErrors(protected)
@@ -66,4 +76,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     if ctx.metrics.cache_revision is None:  # unless the partition wired another source
         ctx.metrics.cache_revision = lambda: ctx.keys.cache.revision
     app = Router(routes=public, redirect_slashes=False, default=protected)
-    return RequestId(MetricsPolicy(app, ctx.metrics, routes))
+    observed: ASGIApp = MetricsPolicy(app, ctx.metrics, routes)
+    if ctx.audit is not None:
+        observed = AuditPolicy(observed, ctx.audit, ctx.partition_id, routes)
+    return RequestId(observed)

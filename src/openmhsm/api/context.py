@@ -6,14 +6,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openmhsm.api.metrics import RequestMetrics
+from openmhsm.auth.external import TrustedIssuers
 from openmhsm.auth.tokens import TokenService
 from openmhsm.config import DeletionPolicy
+from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.rbac import RbacService
 from openmhsm.services.security_domain import SecurityDomainService
+from openmhsm.services.settings import SettingsStore
 
 
 @dataclass
@@ -31,6 +35,10 @@ class ApiContext:
     state: Callable[[], str] = field(default=lambda: "Active")
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
     security_domain: SecurityDomainService | None = None
+    rbac: RbacService | None = None  # None: every principal is allowed (unit fixtures)
+    settings: SettingsStore | None = None
+    audit: AuditLog | None = None  # None: requests are not audited (unit tests)
+    external_issuers: TrustedIssuers | None = None
 
     def __post_init__(self) -> None:
         if self.security_domain is not None:

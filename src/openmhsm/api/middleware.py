@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmhsm.api.errors import error_body, error_response
+from openmhsm.auth.authorize import Decider, authorize
 from openmhsm.auth.challenge import bearer_token, challenge_header
+from openmhsm.auth.external import TrustedIssuers, unverified_issuer
 from openmhsm.auth.tokens import TokenService
 from openmhsm.errors import (
     BadParameter,
@@ -25,6 +28,7 @@ from openmhsm.errors import (
     NotFound,
     Unauthorized,
 )
+from openmhsm.types import Principal
 
 API_VERSION = re.compile(r"^(7\.[0-6](-preview(\.\d+)?)?|2016-10-01|2025-07-01(-preview)?)$")
 MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."  # noqa: S105 - a message
@@ -134,16 +138,29 @@ class ActivationGate:
 
 
 class Authenticate:
-    """Bearer tokens of this pool only; anything else gets the 401 challenge before the body
-    is read, as the Azure SDK's challenge policy needs (API §2.1)."""
+    """Bearer tokens of this pool, or of a trusted external issuer; anything else gets the 401
+    challenge before the body is read, as the Azure SDK's challenge policy needs (API §2.1)."""
 
     def __init__(
-        self, app: ASGIApp, tokens: TokenService, tenant_id: str, audience_ok: Callable[[str], bool]
+        self,
+        app: ASGIApp,
+        tokens: TokenService,
+        tenant_id: str,
+        audience_ok: Callable[[str], bool],
+        external: TrustedIssuers | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.tenant_id = tenant_id
         self.audience_ok = audience_ok
+        self.external = external
+
+    def _validate(self, token: str) -> Principal:
+        if self.external is not None:
+            issuer = unverified_issuer(token)
+            if issuer is not None and issuer != self.tokens.issuer and self.external.trusts(issuer):
+                return self.external.validate(token, self.audience_ok)
+        return self.tokens.validate(token, self.audience_ok)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -152,7 +169,7 @@ class Authenticate:
         try:
             if token is None:
                 raise Unauthorized(MISSING_TOKEN)
-            principal = self.tokens.validate(token, self.audience_ok)
+            principal = self._validate(token)
         except Unauthorized as exc:
             challenge = challenge_header(host, f"https://{host}", self.tenant_id)
             response = JSONResponse(
@@ -167,12 +184,36 @@ class Authenticate:
 
 
 class Authorize:
-    """RBAC comes with its own issue: for now every principal of the pool is allowed."""
+    """Every data-plane operation needs its one data action at the request's scope
+    (`auth/authorize.py`), decided from memory before the body is read. The request is matched
+    against `routes` as the router will match it (the first route whose method and path match);
+    a path no route serves falls through to the router's 404/405. Without a decider (unit
+    fixtures) every principal is allowed."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Sequence[BaseRoute] = (), decider: Decider | None = None
+    ) -> None:
         self.app = app
+        self.decider = decider
+        # Path parameters never span a '/', so only routes with the request's method, first
+        # segment and number of segments can match it: trying those few keeps this cheap.
+        self.candidates: dict[tuple[str, str, int], list[Route]] = {}
+        for route in routes:
+            if isinstance(route, Route):
+                key = (route.path.split("/", 2)[1], route.path.count("/"))
+                for method in route.methods or ():
+                    self.candidates.setdefault((method, *key), []).append(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.decider is not None:
+            path, method = scope["path"], scope["method"]
+            key = (method, path.split("/", 2)[1], path.count("/"))
+            for route in self.candidates.get(key, ()):
+                match = route.path_regex.match(path)
+                if match is not None:
+                    principal = scope["state"]["principal"]
+                    await authorize(self.decider, principal, method, route.path, match.groupdict())
+                    break
         await self.app(scope, receive, send)
 
 

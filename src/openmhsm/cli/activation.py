@@ -5,8 +5,10 @@ through the Azure SDK's SecurityDomainClient, quorum 2."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,25 @@ def activate_locally(doc: dict[str, Any], data_root: Path) -> Path:
         },
     )
     return folder
+
+
+def grant_development_roles(doc: dict[str, Any], admin_object_id: str) -> None:
+    """Give the bootstrap administrator Crypto Officer and Crypto User at `/`, through the SDK's
+    KeyVaultAccessControlClient, so a development pool's admin can use keys at once. Idempotent:
+    the assignment names derive from the principal and the role."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
+
+    from openmhsm.auth.roles import CRYPTO_OFFICER, CRYPTO_USER
+    from openmhsm.client import credential_from_pool
+
+    client = KeyVaultAccessControlClient(
+        doc["url"], credential_from_pool(doc), connection_verify=doc["ca_cert"]
+    )
+    with client:
+        for role in (CRYPTO_OFFICER, CRYPTO_USER):
+            name = uuid.uuid5(uuid.NAMESPACE_URL, f"openmhsm:{admin_object_id}:{role}:/")
+            with contextlib.suppress(ResourceExistsError):  # already held
+                client.create_role_assignment(
+                    KeyVaultRoleScope.GLOBAL, role, admin_object_id, name=name
+                )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from openmhsm.cli import keys, partition, pool, security_domain, status
+from openmhsm.cli import audit, keys, partition, pool, principals, security_domain, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     partition.register(commands)
     status.register(commands)
     security_domain.register(commands)
+    principals.register(commands)
+    audit.register(commands)
     return parser
 
 

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from openmhsm.cli.activation import activate_locally
+from openmhsm.cli.activation import activate_locally, grant_development_roles
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.cluster.partition import Partition, PartitionSettings
 from openmhsm.cluster.plan import load_or_create_plan
@@ -51,6 +51,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up.add_argument("--detach", action="store_true", help="run in the background")
     up.add_argument("--retention-days", type=int, default=None)
     up.add_argument("--purge-protection", action="store_true")
+    up.add_argument(
+        "--trusted-issuer",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="accept tokens of this OpenID Connect issuer too (repeatable)",
+    )
+    up.add_argument(
+        "--trusted-issuer-ca",
+        default=None,
+        metavar="FILE",
+        help="CA bundle for reaching the trusted issuers (default: the system's)",
+    )
     start = up.add_mutually_exclusive_group()
     start.add_argument(
         "--no-activate",
@@ -99,6 +112,10 @@ def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
         saved["hostnames"] = args.hostname
     if args.bind is not None:
         saved["bind"] = args.bind
+    if args.trusted_issuer is not None:
+        saved["trusted_issuers"] = args.trusted_issuer
+    if args.trusted_issuer_ca is not None:
+        saved["trusted_issuer_ca"] = str(Path(args.trusted_issuer_ca).resolve())
     if args.purge_protection:
         saved["purge_protection"] = True  # irreversible once set
     config = PoolConfig.from_json(saved)
@@ -242,10 +259,13 @@ def _run_pool(data: DataDir, config: PoolConfig) -> int:
 
 
 def _activate_if_needed(data: DataDir, config: PoolConfig, doc: dict[str, Any]) -> None:
-    """`mhsm up` without --no-activate or --recovery activates a new pool itself, loudly."""
+    """`mhsm up` without --no-activate or --recovery activates a new pool itself, loudly, and
+    gives its bootstrap administrator Crypto Officer and Crypto User at `/` besides the Managed
+    HSM Administrator role every pool's first administrator holds."""
     if config.activation != "auto" or (data.root / "security-domain" / "sd.json").exists():
         return
     folder = activate_locally(doc, data.root)
+    grant_development_roles(doc, read_json(data.admin)["object_id"])
     print(
         f"SECURITY DOMAIN: this pool was activated with three wrapping keys made here, in "
         f"{folder} (quorum 2). Fine for development; for anything else start with "
@@ -296,6 +316,10 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     for host in args.hostname or []:
         argv += ["--hostname", host]
+    for issuer in args.trusted_issuer or []:
+        argv += ["--trusted-issuer", issuer]
+    if args.trusted_issuer_ca:
+        argv += ["--trusted-issuer-ca", args.trusted_issuer_ca]
     if args.purge_protection:
         argv.append("--purge-protection")
     if args.no_activate:

@@ -55,6 +55,11 @@ class DataDir:
         return self.root / "logs"
 
     @property
+    def audit(self) -> Path:
+        """One audit log per partition: `partition-<n>.jsonl`, rotated by size."""
+        return self.root / "audit"
+
+    @property
     def cluster(self) -> Path:
         """Ports and etcd endpoints chosen by the supervisor (pool mode)."""
         return self.root / "cluster.json"

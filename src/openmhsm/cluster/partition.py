@@ -14,7 +14,9 @@ import uvicorn
 
 from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
+from openmhsm.auth import roles
 from openmhsm.auth.challenge import resource_for_host
+from openmhsm.auth.external import TrustedIssuers
 from openmhsm.auth.tokens import TokenService
 from openmhsm.barrier.view import BarrierView
 from openmhsm.cluster import join
@@ -24,17 +26,20 @@ from openmhsm.cluster.draining import DrainingServer
 from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
+from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
 from openmhsm.services.key_cache import KeyCache
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.rbac import RbacService
 from openmhsm.services.security_domain import (
     NOT_ACTIVATED,
     RECOVERY,
     SecurityDomainService,
 )
+from openmhsm.services.settings import SettingsStore
 from openmhsm.storage.base import Storage
 from openmhsm.storage.registry import open_storage
 from openmhsm.types import SystemClock
@@ -112,6 +117,8 @@ class Partition:
         self.admin: AdminCredentials | None = None
         self.join_server: JoinServer | None = None
         self.domain: DomainHolder | None = None
+        self.audit = AuditLog(data.audit, settings.partition_id)
+        self.external: TrustedIssuers | None = None
 
     def _join_context(self, server: bool) -> ssl.SSLContext | None:
         n = self.partition_id
@@ -142,8 +149,9 @@ class Partition:
         self.cache = cache
         keys = KeyService(cache, self.clock)
         principals = PrincipalStore(view, self.clock)
+        rbac = RbacService(cache)
         if self.settings.bootstrap_admin:
-            self.admin = await self._ensure_admin(principals)
+            self.admin = await self._ensure_admin(principals, rbac)
         issuer = f"{self.config.url}/{self.config.tenant_id}/v2.0"
         ports = (self.config.port, self.settings.own_port, *self.settings.pool_ports)
         tokens = TokenService(secrets.token_signing_key(), issuer, self.clock)
@@ -174,6 +182,10 @@ class Partition:
             audience_ok=audience_checker(self.config, ports),
             partition_id=n,
             security_domain=holder.service,
+            rbac=rbac,
+            settings=SettingsStore(view),
+            audit=self.audit,
+            external_issuers=await self._trusted_issuers(),
         )
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
@@ -183,18 +195,43 @@ class Partition:
         holder.start_following()
         return self.context
 
-    async def _ensure_admin(self, principals: PrincipalStore) -> AdminCredentials:
+    async def _trusted_issuers(self) -> TrustedIssuers | None:
+        if not self.config.trusted_issuers:
+            return None
+        ca = self.config.trusted_issuer_ca
+        tls = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        self.external = TrustedIssuers(self.config.trusted_issuers, self.clock, tls)
+        await self.external.start()
+        return self.external
+
+    async def _ensure_admin(
+        self, principals: PrincipalStore, rbac: RbacService
+    ) -> AdminCredentials:
+        """The bootstrap administrator holds Managed HSM Administrator at `/`, and nothing more,
+        as Managed HSM's initial administrators do. A pool with no role assignment at all (one
+        made before RBAC) gives it that role again rather than leave nobody in charge."""
         if self.data.admin.exists():
             saved = read_json(self.data.admin)
-            if await principals.get(saved["client_id"]) is not None:
+            principal = await principals.get(saved["client_id"])
+            if principal is not None:
+                if not rbac.has_assignments():
+                    await rbac.ensure_assignment(principal.object_id, roles.ADMINISTRATOR)
                 return AdminCredentials(saved["client_id"], saved["client_secret"])
         principal, secret = await principals.create("admin", "service")
+        await rbac.ensure_assignment(principal.object_id, roles.ADMINISTRATOR)
         write_json_atomic(
-            self.data.admin, {"client_id": principal.client_id, "client_secret": secret}
+            self.data.admin,
+            {
+                "client_id": principal.client_id,
+                "client_secret": secret,
+                "object_id": principal.object_id,
+            },
         )
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.external is not None:
+            await self.external.stop()
         if self.domain is not None:
             await self.domain.stop()
         if self.join_server is not None:
@@ -203,6 +240,7 @@ class Partition:
             await self.cache.close()
         if self.storage is not None:
             await self.storage.close()
+        self.audit.close()
 
     def _sockets(self) -> list[socket.socket]:
         bind = self.config.bind

@@ -5,6 +5,11 @@ revision R, then follows the storage watch from R+1; the partition's own writes 
 soon as storage commits them, so a writer always reads its own write. An entry is replaced only by
 a change with a higher revision, which makes own writes and watch events commute. A miss on a key
 name reads storage through (another partition may have just written it).
+
+Other services keep their records here too, to share the one watch and the same rules: an
+`Index` attached to a prefix under `rbac/` is told every change that wins, with the record
+already parsed for the partition's own writes, and is rebuilt by replay when it attaches or
+after a reload.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from openmhsm.errors import Conflict, StorageConflict
+from openmhsm.errors import Conflict, StorageConflict, StorageUnavailable
 from openmhsm.services import records
 from openmhsm.storage.base import Event, Put, Storage, StorageCompacted, TxnOp
 
 log = logging.getLogger(__name__)
 
-PREFIXES = ("keys/", "deleted/")
+KEY_PREFIXES = ("keys/", "deleted/")
+PREFIXES = (*KEY_PREFIXES, "rbac/")
 WRITE_RETRIES = 12
 T = TypeVar("T")
 Change = tuple[TxnOp, Any]
@@ -31,6 +37,16 @@ _PARSERS: dict[str, Callable[[bytes], Any]] = {
     records.CURRENT: records.load_current,
     records.POLICY: records.load_policy,
 }
+
+
+class Index(Protocol):
+    """A service's own view of the records under one prefix, fed by the cache."""
+
+    def reset(self) -> None:
+        """Forget every record (a replay follows)."""
+
+    def apply(self, kind: str, path: str, value: bytes | None, parsed: Any) -> None:
+        """One change that won: `kind` is "put" or "delete"; `parsed` may be None."""
 
 
 def _parse(path: str, value: bytes) -> Any:
@@ -51,6 +67,26 @@ class KeyCache:
         self._deleted: set[str] = set()
         self.revision = 0
         self._follower: asyncio.Task[None] | None = None
+        self._indexes: dict[str, Index] = {}
+        self._watched = 0  # every change up to this revision has come through the watch
+        self._advanced = asyncio.Event()
+
+    def attach(self, prefix: str, index: Index) -> None:
+        """Feed `index` every change under `prefix` (one of PREFIXES, not a key prefix), starting
+        with a replay of the records already loaded."""
+        if not prefix.startswith(PREFIXES) or prefix.startswith(KEY_PREFIXES):
+            raise ValueError(f"cannot index {prefix!r}")
+        self._indexes[prefix] = index
+        index.reset()
+        for path, (_, value) in sorted(self._raw.items()):
+            if path.startswith(prefix) and value is not None:
+                index.apply("put", path, value, None)
+
+    def _index_of(self, path: str) -> Index | None:
+        for prefix, index in self._indexes.items():
+            if path.startswith(prefix):
+                return index
+        return None
 
     # --- loading and following -------------------------------------------------------------
 
@@ -67,7 +103,26 @@ class KeyCache:
                     break
                 start = page[-1].key
         self.revision = max(self.revision, revision)
+        self._note_watched(revision)
         self._follower = asyncio.create_task(self._follow(revision + 1))
+
+    def _note_watched(self, revision: int) -> None:
+        self._watched = max(self._watched, revision)
+        self._advanced.set()
+
+    async def catch_up(self, timeout: float = 1.0) -> bool:
+        """Wait until the watch has delivered every change storage had committed when this was
+        called (another partition's fresh write). False after `timeout` seconds, or at once
+        when storage cannot answer (the cache is then as good as it gets)."""
+        try:
+            async with asyncio.timeout(timeout):
+                target = await self._store.revision()
+                while self._watched < target:
+                    self._advanced.clear()
+                    await self._advanced.wait()
+        except (TimeoutError, StorageUnavailable):
+            return False
+        return True
 
     async def close(self) -> None:
         if self._follower is not None:
@@ -79,9 +134,13 @@ class KeyCache:
     async def _follow(self, revision: int) -> None:
         while True:
             try:
-                async for event in self._watch(revision):
-                    self.apply_event(event)
+                async for event in self._store.watch_from("", revision):
+                    if event.key.startswith(PREFIXES):
+                        self.apply_event(event)
                     revision = event.revision + 1
+                    # Noted per event: a waiter woken in the middle of a transaction's events
+                    # (one RBAC write is one event) sees the rest a moment later.
+                    self._note_watched(event.revision)
                 await asyncio.sleep(0.5)  # the stream ended (storage closing): do not spin
             except asyncio.CancelledError:
                 raise
@@ -91,16 +150,13 @@ class KeyCache:
                 self._parsed.clear()
                 self._by_name.clear()
                 self._deleted.clear()
+                for index in self._indexes.values():
+                    index.reset()
                 await self.load()
                 return
             except Exception:
                 log.exception("key cache watch failed; retrying")
                 await asyncio.sleep(0.5)
-
-    async def _watch(self, revision: int) -> Any:
-        async for event in self._store.watch_from("", revision):
-            if event.key.startswith(PREFIXES):
-                yield event
 
     def apply_event(self, event: Event) -> None:
         self.apply(event.kind, event.key, event.value, event.revision)
@@ -113,11 +169,17 @@ class KeyCache:
         known = self._raw.get(path)
         if known is not None and known[0] >= revision:
             return
+        self.revision = max(self.revision, revision)
+        if not path.startswith(KEY_PREFIXES):
+            self._raw[path] = (revision, value if kind == "put" else None)
+            index = self._index_of(path)
+            if index is not None:
+                index.apply(kind, path, value if kind == "put" else None, parsed)
+            return
         if parsed is None:
             self._parsed.pop(path, None)
         else:
             self._parsed[path] = parsed
-        self.revision = max(self.revision, revision)
         if path.startswith("deleted/"):
             name = path.split("/", 1)[1]
             if kind == "put":
@@ -146,19 +208,30 @@ class KeyCache:
                 self.apply("delete", op.key, None, revision)
         return revision
 
-    async def write(self, name: str, attempt: Callable[[], Awaitable[Attempt[T]]]) -> T:
+    async def write(
+        self,
+        name: str,
+        attempt: Callable[[], Awaitable[Attempt[T]]],
+        *,
+        refresh_prefix: str | None = None,
+    ) -> T:
         """Build changes from the cache with `attempt` and commit them; when a concurrent
-        writer wins, refresh the name from storage, pause a jittered moment and build again.
-        Raises Conflict after WRITE_RETRIES lost races."""
+        writer wins, refresh the key `name` (or every record under `refresh_prefix`) from
+        storage, pause a jittered moment and build again. Raises Conflict after WRITE_RETRIES
+        lost races."""
         for n in range(WRITE_RETRIES):
             changes, result = await attempt()
             try:
                 await self.commit(changes)
                 return result
             except StorageConflict:
-                await self.read_through(name)
+                if refresh_prefix is None:
+                    await self.read_through(name)
+                else:
+                    await self.refresh(refresh_prefix)
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**n)))  # noqa: S311
-        raise Conflict(f"Key '{name}' is being changed concurrently; try again.")
+        what = "Key" if refresh_prefix is None else "Record"
+        raise Conflict(f"{what} '{name}' is being changed concurrently; try again.")
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -207,4 +280,22 @@ class KeyCache:
             self.apply("put", deleted.key, deleted.value, deleted.mod_revision)
         for path in [*self.paths_of(lname), records.deleted_path(lname)]:
             if path not in listed and self.revision_of(path) < revision:
+                self.apply("delete", path, None, revision)
+
+    async def refresh(self, prefix: str) -> None:
+        """Re-read every record under an indexed prefix from storage (after a lost race)."""
+        revision = await self._store.revision()
+        listed: set[str] = set()
+        start: str | None = None
+        while True:
+            page = await self._store.list_page(prefix, start_after=start, limit=500)
+            for entry in page:
+                listed.add(entry.key)
+                self.apply("put", entry.key, entry.value, entry.mod_revision)
+            if len(page) < 500:
+                break
+            start = page[-1].key
+        for path, (known, value) in list(self._raw.items()):
+            gone = path.startswith(prefix) and value is not None and path not in listed
+            if gone and known < revision:
                 self.apply("delete", path, None, revision)

@@ -304,7 +304,9 @@ def test_wrong_shares_inside_valid_jwes_are_refused(sd_file: str, wrapping: list
     def replace(d: dict[str, Any]) -> None:
         d["SharedKeys"]["enc_shares"][0]["enc_key"] = jwe.encrypt_to_rsa(foreign, public)
 
-    with pytest.raises(SecurityDomainError, match="Datum"):
+    # A foreign share combines to a wrong master key: the data then fail to open ("Datum"), or
+    # (about one time in eight: a byte interpolates to 256) the shares fail to combine.
+    with pytest.raises(SecurityDomainError, match="Datum|do not combine"):
         blob.read_download_file(mutated(sd_file, replace), wrapping[:2])
 
 

@@ -1,0 +1,224 @@
+"""Tokens from external OpenID Connect issuers (`mhsm up --trusted-issuer URL`): Entra ID,
+Keycloak or any OIDC provider, so their principals can be given roles by object id.
+
+Each issuer's discovery document and JWKS are fetched at start and refreshed every
+`REFRESH_SECONDS`, and at once (rate-limited) when a token names a key id we do not know. A token
+is accepted when its `iss` is exactly a trusted issuer, its signature verifies with that issuer's
+key (RS256/384/512, PS256/384/512 or ES256/384/512), its audience is this pool's resource and it
+is within its validity (60 s skew). The principal is the token's `oid` (Entra) or else `sub`.
+Validation is cached by the token's SHA-256 like our own tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from openmhsm import errors
+from openmhsm.auth.tokens import CLOCK_SKEW, MAX_TOKEN_LENGTH, b64url_decode
+from openmhsm.types import Clock, Principal
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 3600.0
+MIN_REFETCH_SECONDS = 30.0
+CACHE_SIZE = 10_000
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "256": hashes.SHA256(),
+    "384": hashes.SHA384(),
+    "512": hashes.SHA512(),
+}
+_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The `iss` claim of a JWT, read without checking anything (to choose the validator)."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        claims = json.loads(b64url_decode(parts[1]))
+    except ValueError:
+        return None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return issuer if isinstance(issuer, str) else None
+
+
+def _public_key(jwk: Mapping[str, Any]) -> PublicKey | None:
+    try:
+        if jwk.get("kty") == "RSA":
+            n = int.from_bytes(b64url_decode(str(jwk["n"])), "big")
+            e = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
+            return rsa.RSAPublicNumbers(e, n).public_key()
+        if jwk.get("kty") == "EC" and jwk.get("crv") in _CURVES:
+            x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
+            y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
+            return ec.EllipticCurvePublicNumbers(x, y, _CURVES[str(jwk["crv"])]).public_key()
+    except (KeyError, ValueError):
+        return None
+    return None
+
+
+def _verify(key: PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
+    digest = _HASHES.get(alg[2:])
+    if digest is None:
+        return False
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and alg.startswith("RS"):
+            key.verify(signature, signed, padding.PKCS1v15(), digest)
+        elif isinstance(key, rsa.RSAPublicKey) and alg.startswith("PS"):
+            pss = padding.PSS(padding.MGF1(digest), padding.PSS.DIGEST_LENGTH)
+            key.verify(signature, signed, pss, digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and alg.startswith("ES"):
+            size = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                return False
+            der = encode_dss_signature(
+                int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+            )
+            key.verify(der, signed, ec.ECDSA(digest))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    principal: Principal
+    audience: str
+    expires_on: float
+
+
+class TrustedIssuers:
+    """The external issuers this pool accepts tokens from, with their keys."""
+
+    def __init__(
+        self, issuers: Sequence[str], clock: Clock, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.issuers = tuple(i.rstrip("/") for i in issuers)
+        self._clock = clock
+        self._tls = tls or ssl.create_default_context()
+        self._keys: dict[str, dict[str, PublicKey]] = {i: {} for i in self.issuers}
+        self._fetched: dict[str, float] = {}
+        self._cache: dict[bytes, _Accepted] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._refetches: set[asyncio.Task[None]] = set()
+
+    def trusts(self, issuer: str) -> bool:
+        return issuer.rstrip("/") in self._keys
+
+    async def start(self) -> None:
+        for issuer in self.issuers:
+            await self.refresh(issuer)
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            for issuer in self.issuers:
+                await self.refresh(issuer)
+
+    async def refresh(self, issuer: str) -> None:
+        """Fetch the issuer's discovery document and JWKS; keep the old keys on failure."""
+        self._fetched[issuer] = time.monotonic()
+        try:
+            async with httpx.AsyncClient(verify=self._tls, timeout=5.0) as http:
+                config = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
+                jwks = (await http.get(str(config["jwks_uri"]))).json()
+            keys = {}
+            for jwk in jwks.get("keys", []):
+                key = _public_key(jwk)
+                if key is not None and isinstance(jwk.get("kid"), str):
+                    keys[jwk["kid"]] = key
+            self._keys[issuer] = keys
+            log.info("trusted issuer %s: %d signing keys", issuer, len(keys))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            log.warning("could not refresh the keys of trusted issuer %s", issuer)
+
+    def validate(self, token: str, audience_ok: Callable[[str], bool]) -> Principal:
+        """The principal of a valid external token. Raises errors.Unauthorized."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = self._clock.now()
+        accepted = self._cache.get(digest) or self._check(token, now)
+        if now > accepted.expires_on + CLOCK_SKEW:
+            self._cache.pop(digest, None)
+            raise errors.Unauthorized("The access token has expired.")
+        if not audience_ok(accepted.audience):
+            raise errors.Unauthorized("The access token audience is not accepted by this pool.")
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[digest] = accepted
+        return accepted.principal
+
+    def _check(self, token: str, now: float) -> _Accepted:
+        bad = errors.Unauthorized("The access token is not valid for this pool.")
+        parts = token.split(".")
+        try:
+            header = json.loads(b64url_decode(parts[0]))
+            claims = json.loads(b64url_decode(parts[1]))
+            signature = b64url_decode(parts[2])
+        except (ValueError, IndexError):
+            raise bad from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise bad
+        issuer = str(claims.get("iss", "")).rstrip("/")
+        key = self._keys.get(issuer, {}).get(str(header.get("kid")))
+        if key is None:
+            self._refetch_soon(issuer)
+            raise errors.Unauthorized("The access token was signed by an unknown key.")
+        signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+        if "crit" in header or not _verify(key, str(header.get("alg", "")), signed, signature):
+            raise errors.Unauthorized("The access token signature is invalid.")
+        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+            raise bad
+        if now < nbf - CLOCK_SKEW:
+            raise errors.Unauthorized("The access token is not valid yet.")
+        subject = claims.get("oid") or claims.get("sub")
+        audience = claims.get("aud")
+        if isinstance(audience, list):
+            audience = audience[0] if len(audience) == 1 else None
+        if not isinstance(subject, str) or not isinstance(audience, str):
+            raise bad
+        client_id = str(claims.get("appid") or claims.get("azp") or claims.get("client_id") or "")
+        principal = Principal(
+            object_id=subject,
+            client_id=client_id,
+            name=str(claims.get("name") or client_id or subject),
+            kind="external",
+            issuer=issuer,
+        )
+        return _Accepted(principal, audience, float(exp))
+
+    def _refetch_soon(self, issuer: str) -> None:
+        if issuer not in self._keys:
+            return
+        if time.monotonic() - self._fetched.get(issuer, 0.0) < MIN_REFETCH_SECONDS:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the next refresh will do
+            task = asyncio.get_running_loop().create_task(self.refresh(issuer))
+            self._refetches.add(task)
+            task.add_done_callback(self._refetches.discard)
