@@ -6,7 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from openmhsm.cli import audit, keys, partition, pool, principals, security_domain, status
+from openmhsm.cli import (
+    audit,
+    keys,
+    maintain,
+    partition,
+    pool,
+    principals,
+    security_domain,
+    status,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     partition.register(commands)
     status.register(commands)
+    maintain.register(commands)
     security_domain.register(commands)
     principals.register(commands)
     audit.register(commands)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from openmhsm.cli.activation import activate_locally, grant_development_roles
+from openmhsm.cli.status import is_mhsm_process
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.cluster.partition import Partition, PartitionSettings
 from openmhsm.cluster.plan import load_or_create_plan
@@ -329,29 +330,21 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _is_ours(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"openmhsm" in cmdline or b"mhsm" in cmdline
-
-
 def run_down(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     if not data.pool_json.exists():
         print(f"mhsm down: no pool.json in {data.root}", file=sys.stderr)
         return 1
     pid = read_json(data.pool_json).get("pid")
-    if not isinstance(pid, int) or not _is_ours(pid):
+    if not isinstance(pid, int) or not is_mhsm_process(pid):
         print("mhsm down: the pool is not running")
         return 0
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and _is_ours(pid):
+    while time.monotonic() < deadline and is_mhsm_process(pid):
         time.sleep(0.05)
-    if _is_ours(pid):
+    if is_mhsm_process(pid):
         print(f"mhsm down: pid {pid} did not stop in {STOP_TIMEOUT:.0f} s", file=sys.stderr)
         return 1
     print("pool stopped")

@@ -1,7 +1,7 @@
-"""`mhsm status` (is every partition and etcd member healthy, who leads, the last heal, the
-availability) and `mhsm maintain` (ask the supervisor for a rolling restart and follow it).
+"""`mhsm status`: is every partition and etcd member healthy, who leads, the last heal, the
+availability.
 
-Both read `pool.json` and `supervisor.json` from the data dir; `status` also asks every process
+It reads `pool.json` and `supervisor.json` from the data dir; `status` also asks every process
 itself: each partition's `/readyz` on its own URL and the pool URL (TLS with the pool CA), each
 etcd member's status over its client URL, and one partition's `/metrics`."""
 
@@ -11,9 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
 import ssl
 import sys
 import time
@@ -46,23 +44,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.add_argument("--output", choices=["json", "table"], default="table")
     status.set_defaults(run=run_status)
 
-    maintain = commands.add_parser(
-        "maintain", help="rolling restart of the partitions, never fewer than two serving"
-    )
-    maintain.add_argument("--data-dir", required=True, type=Path)
-    maintain.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
-    maintain.set_defaults(run=run_maintain)
-
 
 # --- status ----------------------------------------------------------------------------------
 
 
 def run_status(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
-    doc = _pool_document(data, "status")
+    doc = pool_document_or_none(data, "status")
     if doc is None:
         return 1
-    report = asyncio.run(collect_status(doc, _read_optional(data.supervisor_state)))
+    report = asyncio.run(collect_status(doc, read_optional(data.supervisor_state)))
     if args.output == "json":
         print(json.dumps(report, indent=2))
     else:
@@ -247,94 +238,6 @@ def print_status(report: Mapping[str, Any]) -> None:
         print(f"availability (partition {availability['partition']}): {figures}")
 
 
-# --- maintain --------------------------------------------------------------------------------
-
-
-def run_maintain(args: argparse.Namespace) -> int:
-    data = DataDir(args.data_dir.resolve())
-    doc = _pool_document(data, "maintain")
-    if doc is None:
-        return 1
-    if doc.get("mode") == "dev":
-        print(
-            "mhsm maintain: a dev pool has one partition and nothing to roll; restart it with "
-            "`mhsm down` and `mhsm up --dev` instead",
-            file=sys.stderr,
-        )
-        return 2
-    pid = doc.get("pid")
-    if not isinstance(pid, int) or not is_mhsm_process(pid):
-        print(f"mhsm maintain: the pool in {data.root} is not running", file=sys.stderr)
-        return 1
-    requested = time.time()
-    os.kill(pid, signal.SIGUSR1)
-    print(f"maintenance requested from supervisor pid {pid}", flush=True)
-    return _follow_maintenance(data, doc, pid, requested, args.timeout)
-
-
-def _follow_maintenance(
-    data: DataDir, doc: Mapping[str, Any], pid: int, requested: float, timeout: float
-) -> int:
-    """Print each step as `pool.json` and `supervisor.json` show it until the supervisor reports
-    a maintenance that started after `requested` as done. Returns the exit code."""
-    before = {p["id"]: p.get("pid") for p in doc["partitions"]}
-    restarted: dict[int, int] = {}
-    ready: set[int] = set()
-    last_state = None
-    tls = ssl.create_default_context(cafile=doc["ca_cert"])
-    deadline = time.monotonic() + timeout
-    with httpx.Client(verify=tls, timeout=0.5) as http:
-        while time.monotonic() < deadline:
-            maintenance = _read_optional(data.supervisor_state).get("maintenance", {})
-            state = maintenance.get("state")
-            if state != last_state:
-                print(f"  supervisor: maintenance {state}", flush=True)
-                last_state = state
-            current = _read_optional(data.pool_json)
-            for part in current.get("partitions", []):
-                n, now = part["id"], part.get("pid")
-                if now and now != before.get(n) and restarted.get(n) != now:
-                    restarted[n] = now
-                    ready.discard(n)
-                    print(
-                        f"  [{len(restarted)}/{len(before)}] partition {n} restarted "
-                        f"(pid {before.get(n)} -> {now})",
-                        flush=True,
-                    )
-                if n in restarted and n not in ready and _answers_ready(http, part["url"]):
-                    ready.add(n)
-                    print(f"        partition {n} ready", flush=True)
-            if _finished_after(maintenance, requested):
-                took = maintenance["finished"] - requested
-                print(f"maintenance done in {took:.1f} s: {len(restarted)} partitions restarted")
-                return 0
-            if not is_mhsm_process(pid):
-                print("mhsm maintain: the supervisor exited", file=sys.stderr)
-                return 1
-            time.sleep(POLL_EVERY)
-    print(f"mhsm maintain: not done after {timeout:.0f} s (state: {last_state})", file=sys.stderr)
-    return 1
-
-
-def _finished_after(maintenance: Mapping[str, Any], requested: float) -> bool:
-    """A maintenance run that began after our request (not one already under way) is done."""
-    started, finished = maintenance.get("started"), maintenance.get("finished")
-    return (
-        maintenance.get("state") == "done"
-        and isinstance(started, int | float)
-        and isinstance(finished, int | float)
-        and started >= requested
-        and finished >= requested
-    )
-
-
-def _answers_ready(http: httpx.Client, url: str) -> bool:
-    try:
-        return http.get(f"{url}/readyz").status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 # --- shared ----------------------------------------------------------------------------------
 
 
@@ -347,7 +250,7 @@ def is_mhsm_process(pid: int) -> bool:
     return b"openmhsm" in cmdline or b"mhsm" in cmdline
 
 
-def _pool_document(data: DataDir, command: str) -> dict[str, Any] | None:
+def pool_document_or_none(data: DataDir, command: str) -> dict[str, Any] | None:
     if not data.pool_json.exists():
         print(f"mhsm {command}: no pool.json in {data.root}; run `mhsm up` first", file=sys.stderr)
         return None
@@ -355,7 +258,7 @@ def _pool_document(data: DataDir, command: str) -> dict[str, Any] | None:
     return doc
 
 
-def _read_optional(path: Path) -> dict[str, Any]:
+def read_optional(path: Path) -> dict[str, Any]:
     """A JSON object file, or {} when it is missing or being replaced."""
     try:
         value = read_json(path)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ISSUER, RESOURCE, TENANT, ApiHarness
 from cryptography.hazmat.primitives.asymmetric import ec
+from unit_stack import ISSUER, RESOURCE, TENANT, ApiHarness
 
 from openmhsm.api.app import build_app
 from openmhsm.services.audit import AuditLog

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import RESOURCE, TENANT, ApiHarness
+from unit_stack import RESOURCE, TENANT, ApiHarness
 
 API = "api-version=2025-07-01"
 PATH = "/openmhsm/principals"

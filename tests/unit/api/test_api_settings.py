@@ -3,7 +3,7 @@ Vault-shaped errors for unknown names and bad values."""
 
 from __future__ import annotations
 
-from conftest import ApiHarness
+from unit_stack import ApiHarness
 
 API = "api-version=2025-07-01"
 ARM = "AllowKeyManagementOperationsThroughARM"

@@ -306,7 +306,7 @@ def test_wrong_shares_inside_valid_jwes_are_refused(sd_file: str, wrapping: list
 
     # A foreign share combines to a wrong master key: the data then fail to open ("Datum"), or
     # (about one time in eight: a byte interpolates to 256) the shares fail to combine.
-    with pytest.raises(SecurityDomainError, match="Datum|do not combine"):
+    with pytest.raises(SecurityDomainError, match=r"Datum|do not combine"):
         blob.read_download_file(mutated(sd_file, replace), wrapping[:2])
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Stack
+from unit_stack import Stack
 
 from openmhsm import errors
 from openmhsm.services.settings import KNOWN, Setting, SettingsStore
