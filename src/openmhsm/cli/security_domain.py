@@ -21,16 +21,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from openmhsm.cli.activation import make_wrapping_keys
+from openmhsm.cli.key_files import load_certificate, wrapping_key_pairs
 from openmhsm.cli.output import Command, emit, reports_errors
 from openmhsm.client import credential_from_pool, load_pool_document
 from openmhsm.domain import blob
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 TARGETS = ("download", "upload")
 _SUCCESS, _FAILED = frozenset({"success", "succeeded"}), frozenset({"failed", "canceled"})
-_CERT_SUFFIXES = (".cer", ".crt", ".pem")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -254,82 +252,6 @@ def run_make_wrapping_keys(args: argparse.Namespace) -> int:
     made = make_wrapping_keys(args.count, args.out, args.prefix)
     emit([{"certificate": str(c), "key": str(k)} for c, k in made], args.output)
     return 0
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    """A PEM (the first CERTIFICATE block) or DER X.509 certificate. Raises ValueError, OSError."""
-    data = path.read_bytes()
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise ValueError(f"{path}: not a PEM or DER X.509 certificate") from None
-
-
-def load_private_key(path: Path, password: str | None) -> rsa.RSAPrivateKey:
-    """An RSA private key, PEM or DER, encrypted with `password` if given. Raises ValueError."""
-    data = path.read_bytes()
-    secret = password.encode("utf-8") if password else None
-    load = (
-        serialization.load_pem_private_key
-        if b"-----BEGIN" in data
-        else serialization.load_der_private_key
-    )
-    try:
-        key = load(data, secret)
-    except TypeError:
-        hint = "it is encrypted: give its password" if secret is None else "it is not encrypted"
-        raise ValueError(f"{path}: {hint} (--passwords)") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"{path}: not a private key, or a wrong password") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path}: a wrapping key must be RSA")
-    return key
-
-
-def wrapping_key_pairs(
-    keys: Sequence[Path], certificates: Sequence[Path], passwords: Sequence[str]
-) -> list[blob.KeyPair]:
-    """(private key, certificate) pairs; see the module docstring for how certificates are found.
-    Raises ValueError or OSError naming the file at fault."""
-    if len(passwords) > len(keys):
-        raise ValueError("more --passwords than --sd-wrapping-keys")
-    given = [load_certificate(path) for path in certificates]
-    pairs = []
-    for index, path in enumerate(keys):
-        key = load_private_key(path, passwords[index] if index < len(passwords) else None)
-        pairs.append((key, _certificate_for(path, key, given)))
-    return pairs
-
-
-def _certificate_for(
-    key_path: Path, key: rsa.RSAPrivateKey, given: Sequence[x509.Certificate]
-) -> x509.Certificate:
-    public = key.public_key().public_numbers()
-    for certificate in given:
-        if _public_numbers(certificate) == public:
-            return certificate
-    for suffix in _CERT_SUFFIXES:
-        sibling = key_path.with_suffix(suffix)
-        if sibling != key_path and sibling.is_file():
-            certificate = load_certificate(sibling)
-            if _public_numbers(certificate) != public:
-                raise ValueError(f"{sibling} is not the certificate of {key_path}")
-            return certificate
-    with contextlib.suppress(ValueError):  # a PEM file holding the key and its certificate
-        certificate = load_certificate(key_path)
-        if _public_numbers(certificate) == public:
-            return certificate
-    raise ValueError(
-        f"no certificate for {key_path}: put {key_path.with_suffix('.cer').name} beside it "
-        "or pass --sd-wrapping-certs"
-    )
-
-
-def _public_numbers(certificate: x509.Certificate) -> rsa.RSAPublicNumbers | None:
-    public = certificate.public_key()
-    return public.public_numbers() if isinstance(public, rsa.RSAPublicKey) else None
 
 
 def _make_blob(args: argparse.Namespace) -> tuple[str, x509.Certificate]:
