@@ -69,7 +69,7 @@ async def compact(cluster: LocalEtcdCluster, revision: int) -> None:
 
 class BoundedHistoryStore(EtcdStorage):
     """Keeps only the last KEPT_HISTORY revisions of history, as the suite asks of a store:
-    compacts before each watch."""
+    compacts before each watch and each snapshot read."""
 
     def __init__(self, cluster: LocalEtcdCluster) -> None:
         super().__init__(cluster.endpoints())
@@ -78,15 +78,24 @@ class BoundedHistoryStore(EtcdStorage):
     def watch_from(self, prefix: str, revision: int) -> AsyncIterator[Event]:
         return self._compacted_watch(prefix, revision)
 
+    async def snapshot_page(
+        self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        await self._bound_history()
+        return await super().snapshot_page(prefix, revision, start_after, limit)
+
     async def _compacted_watch(self, prefix: str, revision: int) -> AsyncIterator[Event]:
+        await self._bound_history()
+        async for event in super().watch_from(prefix, revision):
+            yield event
+
+    async def _bound_history(self) -> None:
         oldest = await self.revision() - KEPT_HISTORY
         if oldest > 1:
             try:
                 await compact(self.cluster, oldest)
             except aetcd.ClientError as exc:  # an earlier check compacted further already
                 assert "compacted" in str(exc)
-        async for event in super().watch_from(prefix, revision):
-            yield event
 
 
 async def wipe(store: Storage) -> None:

@@ -64,6 +64,15 @@ class BarrierView:
         page = await self._storage.list_page(self.prefix + prefix, after, limit)
         return [self._opened(entry) for entry in page]
 
+    async def snapshot_page(
+        self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Opened entries under `prefix` as they were at store revision `revision`, with
+        relative keys. Raises SealError, StorageCompacted."""
+        after = self.prefix + start_after if start_after is not None else None
+        page = await self._storage.snapshot_page(self.prefix + prefix, revision, after, limit)
+        return [self._opened(entry) for entry in page]
+
     async def txn(self, ops: Sequence[TxnOp]) -> int:
         """Seal every put and apply the transaction atomically. Raises StorageConflict."""
         return await self._storage.txn([self._scoped(op) for op in ops])

@@ -85,6 +85,16 @@ class Storage(Protocol):
         `limit` of them."""
         ...
 
+    async def snapshot_page(
+        self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Entries under `prefix` as they were at store revision `revision` (each with the
+        mod_revision it had then), in key order, after `start_after`, at most `limit`: take
+        `rev = await revision()` once and page through a prefix while writes go on, for one
+        consistent state. Raises StorageCompacted when the backend no longer keeps that
+        revision's history, ValueError for a negative or future revision."""
+        ...
+
     async def txn(self, ops: Sequence[TxnOp]) -> int:
         """Apply every operation atomically if every compare holds; return the new revision.
         Raises StorageConflict (nothing applied) when any compare fails."""
@@ -106,7 +116,8 @@ class Storage(Protocol):
 
 
 class StorageCompacted(Exception):
-    """`watch_from` was asked for a revision the backend no longer keeps history for."""
+    """`watch_from` or `snapshot_page` was asked for a revision the backend no longer keeps
+    history for."""
 
 
 def check_compare(op: TxnOp, mod_revision: int) -> None:
@@ -121,3 +132,41 @@ def check_unique_keys(ops: Sequence[TxnOp]) -> None:
     """Raise ValueError when a transaction touches a key twice (etcd refuses it too)."""
     if len({op.key for op in ops}) != len(ops):
         raise ValueError("a transaction may touch each key only once")
+
+
+def check_snapshot_revision(revision: int, current: int, oldest: int) -> None:
+    """Raise ValueError unless 0 <= `revision` <= `current`, StorageCompacted when `revision` is
+    below `oldest`, the oldest revision the backend can still reconstruct."""
+    if revision < 0 or revision > current:
+        raise ValueError(f"revision {revision} is not between 0 and the store's {current}")
+    if revision < oldest:
+        raise StorageCompacted(
+            f"revision {revision} is compacted (snapshots reach back to {oldest})"
+        )
+
+
+def snapshot_merge(
+    current: Sequence[Entry],
+    undone: dict[str, Entry | None],
+    prefix: str,
+    start_after: str | None,
+    limit: int,
+) -> list[Entry]:
+    """A snapshot page from the present state and the changes since the snapshot undone.
+
+    `current` is the present entries under `prefix` after the page's lower bound, in key order,
+    at least the first `limit` of them not in `undone` (or all there are); `undone` maps every
+    key changed after the snapshot revision to its entry at that revision (None: absent then).
+    The page is the first `limit` keys of (current keys not in `undone`) + (present `undone`
+    entries) past the lower bound.
+    """
+    strict = start_after is not None and start_after >= prefix
+    merged = [entry for entry in current if entry.key not in undone][:limit]
+    for key, entry in undone.items():
+        if entry is None or not key.startswith(prefix):
+            continue
+        if strict and start_after is not None and key <= start_after:
+            continue
+        merged.append(entry)
+    merged.sort(key=lambda entry: entry.key)
+    return merged[:limit]

@@ -9,7 +9,10 @@ the response header's revision. A write is one etcd Txn: per op a compare (`mod_
 for n > 0, `version == 0` for n == 0, none for None), the puts/deletes as success ops, and a range
 of every key as failure ops (so a failed compare reports the keys' state in the same snapshot);
 it returns the commit's header revision. `list_page` is a range `[prefix + start_after + "\\0",
-prefix_end)` with a limit, in key order. `watch_from` is an etcd watch with `start_revision`.
+prefix_end)` with a limit, in key order; `snapshot_page` is the same range with `revision=`
+(etcd serves historical reads until compaction; its "required revision has been compacted" is
+StorageCompacted, "future revision" ValueError; revision 0 reads etcd's first revision, 1, at which
+an etcd store is empty). `watch_from` is an etcd watch with `start_revision`.
 
 Failover. One channel per member; calls go to the current member and move to the next on
 UNAVAILABLE or DEADLINE_EXCEEDED (dead member, hung member, a member without a leader: every call
@@ -130,6 +133,12 @@ class EtcdStorage:
     ) -> list[Entry]:
         """Entries under `prefix` in key order, after `start_after`, at most `limit`.
         Raises StorageUnavailable."""
+        return await self._range_page(prefix, start_after, limit, 0)
+
+    async def _range_page(
+        self, prefix: str, start_after: str | None, limit: int, revision: int
+    ) -> list[Entry]:
+        """One ascending range page under `prefix`, at `revision` (0: the current one)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         low = prefix.encode()
@@ -144,9 +153,20 @@ class EtcdStorage:
             limit=limit,
             sort_order=rpc.RangeRequest.SortOrder.Value("ASCEND"),
             sort_target=rpc.RangeRequest.SortTarget.Value("KEY"),
+            revision=revision,
         )
         response, _ = await self._call("Range", request)
         return [_entry(kv) for kv in response.kvs]
+
+    async def snapshot_page(
+        self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Entries under `prefix` as they were at `revision`, in key order, after
+        `start_after`, at most `limit`. Raises StorageCompacted, StorageUnavailable,
+        ValueError."""
+        if revision < 0:
+            raise ValueError(f"revision {revision} is negative")
+        return await self._range_page(prefix, start_after, limit, max(revision, 1))
 
     async def txn(self, ops: Sequence[TxnOp]) -> int:
         """Apply every operation in one etcd Txn if every compare holds; return the commit's
@@ -201,6 +221,11 @@ class EtcdStorage:
                 )
             except grpc.aio.AioRpcError as exc:
                 self._check_open()
+                details = exc.details() or ""
+                if "required revision has been compacted" in details:
+                    raise StorageCompacted(f"etcd {method}: {details}") from exc
+                if "required revision is a future revision" in details:
+                    raise ValueError(f"etcd {method}: {details}") from exc
                 if not _fails_over(exc):
                     raise StorageUnavailable(f"etcd {method}: {exc.details()}") from exc
                 failure = f"{self.endpoints[index]}: {exc.code().name} {exc.details()}"

@@ -1,8 +1,18 @@
 """SQLite storage for embedded (dev) mode: one file in WAL mode, shared safely between processes.
 
 Tables: `kv(key, value, mod_revision)`, `meta(name, value)` holding the store revision, the
-compacted revision and the schema version, and `changes(seq, revision, key, kind, value)`, a change
-log pruned (whole revisions at a time) to at most `max_history` events, which serves `watch_from`.
+compacted revision, the snapshot floor and the schema version, and `changes(seq, revision, key,
+kind, value, prev_value, prev_revision)`, a change log pruned (whole revisions at a time) to at
+most `max_history` events, which serves `watch_from` and `snapshot_page`.
+
+Snapshots. Each change records the entry it replaced (`prev_revision` its mod_revision, 0 when the
+key was absent): new values alone cannot say what a key held at R when its last change at or
+before R was pruned and it changed again after R. The state at revision R is: for each key with a
+change after R, the entry its first such change replaced; for every other key, its `kv` row. R
+must be no older than max(`compacted`, `snapshot_floor`) (every change after it is kept with its
+previous entry), else StorageCompacted. Schema 1 files (changes without previous entries) are
+migrated in place, with the snapshot floor at their revision then.
+
 Every write call is one `BEGIN IMMEDIATE` transaction, so the revision is read and raised under
 SQLite's write lock and stays monotonic across processes. Calls are synchronous (fast on a local
 file) and serialised per object by an asyncio lock; watchers poll the change log every
@@ -28,10 +38,12 @@ from openmhsm.storage.base import (
     StorageCompacted,
     TxnOp,
     check_compare,
+    check_snapshot_revision,
     check_unique_keys,
+    snapshot_merge,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 DEFAULT_MAX_HISTORY: Final = 10_000
 
 _SCHEMA: Final = (
@@ -39,10 +51,19 @@ _SCHEMA: Final = (
     " key TEXT PRIMARY KEY, value BLOB NOT NULL, mod_revision INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, revision INTEGER NOT NULL,"
-    " key TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL)",
+    " key TEXT NOT NULL, kind TEXT NOT NULL, value BLOB NOT NULL,"
+    " prev_value BLOB NOT NULL DEFAULT x'', prev_revision INTEGER NOT NULL DEFAULT -1)",
     "CREATE INDEX IF NOT EXISTS changes_by_revision ON changes(revision)",
-    "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', 1), ('revision', 0),"
-    " ('compacted', 0)",
+    "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', 2), ('revision', 0),"
+    " ('compacted', 0), ('snapshot_floor', 0)",
+)
+# Schema 1 -> 2: changes learn the entry they replaced; older changes cannot be undone.
+_MIGRATE_1: Final = (
+    "ALTER TABLE changes ADD COLUMN prev_value BLOB NOT NULL DEFAULT x''",
+    "ALTER TABLE changes ADD COLUMN prev_revision INTEGER NOT NULL DEFAULT -1",
+    "UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'revision')"
+    " WHERE name = 'snapshot_floor'",
+    "UPDATE meta SET value = 2 WHERE name = 'schema'",
 )
 
 # (lower bound is strict, prefix has an upper bound) -> query; constant strings, no SQL building.
@@ -57,6 +78,11 @@ _CHANGES = "SELECT revision, key, kind, value FROM changes WHERE revision >= ? A
 _CHANGES_QUERIES: Final = {
     True: _CHANGES + " AND key < ? ORDER BY seq",
     False: _CHANGES + " ORDER BY seq",
+}
+_UNDO = "SELECT key, prev_value, prev_revision FROM changes WHERE revision > ? AND key >= ?"
+_UNDO_QUERIES: Final = {
+    True: _UNDO + " AND key < ? ORDER BY seq DESC",
+    False: _UNDO + " ORDER BY seq DESC",
 }
 
 
@@ -119,6 +145,37 @@ class SqliteStorage:
             rows = db.execute(_LIST_QUERIES[strict, upper is not None], params).fetchall()
         return [Entry(k, v, r) for k, v, r in rows if k.startswith(prefix)]
 
+    async def snapshot_page(
+        self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Entries under `prefix` as they were at `revision`, in key order, after
+        `start_after`, at most `limit`, read in one SQLite snapshot. Raises StorageCompacted,
+        ValueError."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        strict = start_after is not None and start_after >= prefix
+        lower = start_after if strict and start_after is not None else prefix
+        upper = _prefix_end(prefix)
+        async with self._open_db() as db:
+            db.execute("BEGIN")
+            try:
+                oldest = max(_meta(db, "compacted"), _meta(db, "snapshot_floor"))
+                check_snapshot_revision(revision, _meta(db, "revision"), oldest)
+                params: tuple[object, ...] = (revision, prefix)
+                if upper is not None:
+                    params += (upper,)
+                undone: dict[str, Entry | None] = {}
+                # newest first, so each key ends with the entry its first change replaced
+                for key, value, mod in db.execute(_UNDO_QUERIES[upper is not None], params):
+                    undone[key] = Entry(key, value, mod) if mod > 0 else None
+                count = limit + len(undone)
+                params = (lower, count) if upper is None else (lower, upper, count)
+                rows = db.execute(_LIST_QUERIES[strict, upper is not None], params).fetchall()
+            finally:
+                db.execute("COMMIT")
+        current = [Entry(k, v, r) for k, v, r in rows if k.startswith(prefix)]
+        return snapshot_merge(current, undone, prefix, start_after, limit)
+
     async def txn(self, ops: Sequence[TxnOp]) -> int:
         """Apply every operation in one SQLite transaction if every compare holds; return the
         new revision. Raises StorageConflict (nothing applied), StorageUnavailable, and
@@ -168,6 +225,10 @@ class SqliteStorage:
                 for statement in _SCHEMA:
                     self._db.execute(statement)
                 schema = _meta(self._db, "schema")
+                if schema == 1:
+                    for statement in _MIGRATE_1:
+                        self._db.execute(statement)
+                    schema = _meta(self._db, "schema")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -178,12 +239,16 @@ class SqliteStorage:
 
     def _apply(self, db: sqlite3.Connection, ops: Sequence[TxnOp]) -> int:
         """Compare, then write every op; runs inside BEGIN IMMEDIATE. Returns the revision."""
+        before: dict[str, tuple[bytes, int]] = {}
         for op in ops:
-            row = db.execute("SELECT mod_revision FROM kv WHERE key = ?", (op.key,)).fetchone()
-            check_compare(op, row[0] if row is not None else 0)
+            row = db.execute(
+                "SELECT value, mod_revision FROM kv WHERE key = ?", (op.key,)
+            ).fetchone()
+            check_compare(op, row[1] if row is not None else 0)
+            before[op.key] = (row[0], row[1]) if row is not None else (b"", 0)
         current = _meta(db, "revision")
         revision = current + 1
-        changes: list[tuple[int, str, str, bytes]] = []
+        changes: list[tuple[int, str, str, bytes, bytes, int]] = []
         for op in ops:
             if isinstance(op, Put):
                 value = bytes(op.value)
@@ -192,13 +257,15 @@ class SqliteStorage:
                     " DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision",
                     (op.key, value, revision),
                 )
-                changes.append((revision, op.key, "put", value))
+                changes.append((revision, op.key, "put", value, *before[op.key]))
             elif db.execute("DELETE FROM kv WHERE key = ?", (op.key,)).rowcount:
-                changes.append((revision, op.key, "delete", b""))
+                changes.append((revision, op.key, "delete", b"", *before[op.key]))
         if not changes:
             return current
         db.executemany(
-            "INSERT INTO changes(revision, key, kind, value) VALUES (?, ?, ?, ?)", changes
+            "INSERT INTO changes(revision, key, kind, value, prev_value, prev_revision)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            changes,
         )
         db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
         self._prune_changes(db)
