@@ -52,6 +52,13 @@ from openmhsm.storage.base import (
     TxnOp,
     check_unique_keys,
 )
+from openmhsm.storage.etcd_txn import (
+    committed_revision,
+    conflict_message,
+    entry_of,
+    failure_state,
+    txn_request,
+)
 
 _REQUIRE_LEADER: Final = (("hasleader", "true"),)  # clientv3.WithRequireLeader
 _FAILOVER_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -117,7 +124,7 @@ class EtcdStorage:
     async def get(self, key: str) -> Entry | None:
         """The entry at `key` (linearizable), or None. Raises StorageUnavailable."""
         response, _ = await self._call("Range", rpc.RangeRequest(key=key.encode()))
-        return _entry(response.kvs[0]) if response.kvs else None
+        return entry_of(response.kvs[0]) if response.kvs else None
 
     async def put_if(self, key: str, value: bytes, expected_revision: int | None = None) -> int:
         """Write `value`; return the commit's revision. Raises StorageConflict,
@@ -156,7 +163,7 @@ class EtcdStorage:
             revision=revision,
         )
         response, _ = await self._call("Range", request)
-        return [_entry(kv) for kv in response.kvs]
+        return [entry_of(kv) for kv in response.kvs]
 
     async def snapshot_page(
         self, prefix: str, revision: int, start_after: str | None = None, limit: int = 1000
@@ -175,15 +182,15 @@ class EtcdStorage:
         check_unique_keys(ops)
         if not ops:
             return await self.revision()
-        response, retried = await self._call("Txn", _txn_request(ops))
+        response, retried = await self._call("Txn", txn_request(ops))
         if response.succeeded:
             return int(response.header.revision)
-        found = _failure_state(ops, response)
+        found = failure_state(ops, response)
         if retried:
-            committed = _committed_revision(ops, found, int(response.header.revision))
+            committed = committed_revision(ops, found, int(response.header.revision))
             if committed is not None:
                 return committed
-        raise StorageConflict(_conflict_message(ops, found))
+        raise StorageConflict(conflict_message(ops, found))
 
     async def revision(self) -> int:
         """The store's current revision (linearizable). Raises StorageUnavailable."""
@@ -312,74 +319,6 @@ def _fails_over(exc: Any) -> bool:
     if code in _FAILOVER_CODES:
         return True
     return bool(code == grpc.StatusCode.UNKNOWN and "deadline exceeded" in (exc.details() or ""))
-
-
-def _txn_request(ops: Sequence[TxnOp]) -> Any:
-    compares = []
-    success = []
-    for op in ops:
-        key = op.key.encode()
-        if op.expected_revision == 0:
-            compares.append(_compare(key, "VERSION", version=0))
-        elif op.expected_revision is not None:
-            compares.append(_compare(key, "MOD", mod_revision=op.expected_revision))
-        if isinstance(op, Put):
-            success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=op.value)))
-        else:
-            success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key)))
-    failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=op.key.encode())) for op in ops]
-    return rpc.TxnRequest(compare=compares, success=success, failure=failure)
-
-
-def _compare(key: bytes, target: str, **value: int) -> Any:
-    return rpc.Compare(
-        key=key,
-        target=rpc.Compare.CompareTarget.Value(target),
-        result=rpc.Compare.CompareResult.Value("EQUAL"),
-        **value,
-    )
-
-
-def _failure_state(ops: Sequence[TxnOp], response: Any) -> dict[str, Entry | None]:
-    """Each op's key -> its entry, from the failure branch's ranges (same order as `ops`)."""
-    found: dict[str, Entry | None] = {}
-    for op, result in zip(ops, response.responses, strict=True):
-        kvs = result.response_range.kvs
-        found[op.key] = _entry(kvs[0]) if kvs else None
-    return found
-
-
-def _committed_revision(
-    ops: Sequence[TxnOp], found: dict[str, Entry | None], header_revision: int
-) -> int | None:
-    """The revision at which an earlier attempt of `ops` committed, judged from the keys' state,
-    or None when that state is not exactly what `ops` wrote."""
-    revisions = set()
-    for op in ops:
-        entry = found[op.key]
-        if isinstance(op, Put):
-            if entry is None or entry.value != op.value:
-                return None
-            revisions.add(entry.mod_revision)
-        elif entry is not None:
-            return None
-    if len(revisions) > 1:
-        return None
-    return revisions.pop() if revisions else header_revision
-
-
-def _conflict_message(ops: Sequence[TxnOp], found: dict[str, Entry | None]) -> str:
-    lost = []
-    for op in ops:
-        entry = found[op.key]
-        actual = entry.mod_revision if entry is not None else 0
-        if op.expected_revision is not None and op.expected_revision != actual:
-            lost.append(f"{op.key}: expected revision {op.expected_revision}, found {actual}")
-    return "; ".join(lost) or "a compare failed"
-
-
-def _entry(kv: Any) -> Entry:
-    return Entry(kv.key.decode(), bytes(kv.value), int(kv.mod_revision))
 
 
 def _event(event: Any) -> Event:
