@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -34,11 +33,9 @@ from keys_support import (
     b64u,
     der_to_raw,
     ec_public,
-    raw_client,
     raw_to_der,
     rsa_jwk,
     rsa_public,
-    sdk_key_client,
     unb64u,
 )
 
@@ -70,24 +67,6 @@ def digest_of(bits: str, data: bytes = MESSAGE) -> bytes:
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def key_client(dev_pool: DevPool) -> Iterator[KeyClient]:
-    with sdk_key_client(dev_pool) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def credential(dev_pool: DevPool) -> Iterator[ClientSecretCredential]:
-    with dev_pool.credential() as cred:
-        yield cred
-
-
-@pytest.fixture(scope="module")
-def http(dev_pool: DevPool) -> Iterator[httpx.Client]:
-    with raw_client(dev_pool) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

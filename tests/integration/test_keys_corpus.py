@@ -23,12 +23,6 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def http(dev_pool: DevPool) -> Iterator[httpx.Client]:
-    with raw_client(dev_pool) as client:
-        yield client
-
-
 GARBAGE: list[Any] = [
     None,
     True,

@@ -5,22 +5,15 @@ bad base64url, invalid names, out-of-range counts and page sizes, bad api-versio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from keys_support import API, assert_kv_error, b64int, b64u, raw_client, send_json, unb64u
+from keys_support import API, assert_kv_error, b64int, b64u, send_json, unb64u
 
 if TYPE_CHECKING:
-    from dev_pool import DevPool
-
-
-@pytest.fixture(scope="module")
-def http(dev_pool: DevPool) -> Iterator[httpx.Client]:
-    with raw_client(dev_pool) as client:
-        yield client
+    pass
 
 
 @pytest.mark.parametrize(

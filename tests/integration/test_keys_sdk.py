@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -35,11 +34,9 @@ from keys_support import (
     b64u,
     ec_jwk,
     ec_public,
-    raw_client,
     raw_to_der,
     rsa_jwk,
     rsa_public,
-    sdk_key_client,
 )
 
 if TYPE_CHECKING:
@@ -47,24 +44,6 @@ if TYPE_CHECKING:
 
 DIGEST = hashlib.sha256(b"keys data plane").digest()
 COORD = {"P-256": 32, "P-256K": 32, "P-384": 48, "P-521": 66}
-
-
-@pytest.fixture(scope="module")
-def key_client(dev_pool: DevPool) -> Iterator[KeyClient]:
-    with sdk_key_client(dev_pool) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def credential(dev_pool: DevPool) -> Iterator[ClientSecretCredential]:
-    with dev_pool.credential() as cred:
-        yield cred
-
-
-@pytest.fixture(scope="module")
-def http(dev_pool: DevPool) -> Iterator[httpx.Client]:
-    with raw_client(dev_pool) as client:
-        yield client
 
 
 def crypto_for(
