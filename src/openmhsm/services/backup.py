@@ -98,5 +98,6 @@ class KeyBackups:
         try:
             await self.cache.commit(changes)
         except StorageConflict:
+            await self.cache.raise_if_fenced()
             raise Conflict(f"Key '{name}' already exists; restore needs an unused name.") from None
         return snapshot.current_version()

@@ -115,4 +115,5 @@ class DeletedKeyService:
         try:
             await self.cache.commit([(Delete(path, self.cache.revision_of(path)), None)])
         except StorageConflict:
+            await self.cache.raise_if_fenced()
             raise Conflict(f"Key '{name}' is being changed concurrently; try again.") from None

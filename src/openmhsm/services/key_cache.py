@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from openmhsm.errors import Conflict, StorageConflict, StorageUnavailable
-from openmhsm.services import records
+from openmhsm.services import fence, records
 from openmhsm.storage.base import Event, Put, Storage, StorageCompacted, TxnOp
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIXES = ("keys/", "deleted/")
-PREFIXES = (*KEY_PREFIXES, "rbac/")
+PREFIXES = (*KEY_PREFIXES, "rbac/", "jobs/")
 WRITE_RETRIES = 12
 T = TypeVar("T")
 Change = tuple[TxnOp, Any]
@@ -200,7 +200,7 @@ class KeyCache:
     async def commit(self, changes: Sequence[Change]) -> int:
         """Commit operations as one storage transaction, then apply them here at once, so the
         writer reads its own write. Raises StorageConflict / StorageUnavailable unchanged."""
-        revision = await self._store.txn([op for op, _ in changes])
+        revision = await self._store.txn([*(op for op, _ in changes), fence.GUARD])
         for op, parsed in changes:
             if isinstance(op, Put):
                 self.apply("put", op.key, op.value, revision, parsed)
@@ -225,6 +225,7 @@ class KeyCache:
                 await self.commit(changes)
                 return result
             except StorageConflict:
+                await fence.raise_if_fenced(self._store)
                 if refresh_prefix is None:
                     await self.read_through(name)
                 else:
@@ -232,6 +233,11 @@ class KeyCache:
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**n)))  # noqa: S311
         what = "Key" if refresh_prefix is None else "Record"
         raise Conflict(f"{what} '{name}' is being changed concurrently; try again.")
+
+    async def raise_if_fenced(self) -> None:
+        """Raise ServiceUnavailable while a full restore holds the fence (for a caller about
+        to report a lost race as a Conflict)."""
+        await fence.raise_if_fenced(self._store)
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -250,6 +256,11 @@ class KeyCache:
         """The revision of a live record, or 0 when there is none (for compare-on-revision)."""
         known = self._raw.get(path)
         return known[0] if known is not None and known[1] is not None else 0
+
+    def count(self, prefixes: Sequence[str]) -> int:
+        """How many live records the cache holds under these prefixes."""
+        wanted = tuple(prefixes)
+        return sum(1 for p, (_, v) in self._raw.items() if v is not None and p.startswith(wanted))
 
     def paths_of(self, name: str) -> set[str]:
         return set(self._by_name.get(name.lower(), ()))

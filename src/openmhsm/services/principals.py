@@ -20,7 +20,8 @@ from typing import Any
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from openmhsm import errors
-from openmhsm.storage.base import Entry, Storage
+from openmhsm.services.fence import guarded_txn
+from openmhsm.storage.base import Delete, Entry, Put, Storage
 from openmhsm.types import Clock, Principal
 
 PREFIX = "principals/"
@@ -85,7 +86,7 @@ class PrincipalStore:
             "secret_hash": await self._hash(secret),
             "created": int(self._clock.now()),
         }
-        await self._storage.put_if(PREFIX + record["client_id"], _encode(record), 0)
+        await guarded_txn(self._storage, [Put(PREFIX + record["client_id"], _encode(record), 0)])
         return _principal(record), secret
 
     async def authenticate(self, client_id: str, secret: str) -> Principal | None:
@@ -124,13 +125,13 @@ class PrincipalStore:
 
     async def delete(self, client_id: str) -> bool:
         """Remove a principal; False if none. Raises `errors.Conflict` under contention."""
-        key = _key(client_id)
+        key = record_path(client_id)
         for _ in range(_WRITE_ATTEMPTS):
             entry = await self._storage.get(key) if key is not None else None
             if key is None or entry is None:
                 return False
             try:
-                await self._storage.delete_if(key, entry.mod_revision)
+                await guarded_txn(self._storage, [Delete(key, entry.mod_revision)])
             except errors.StorageConflict:
                 continue  # changed under us (e.g. a secret reset): look again
             return True
@@ -142,7 +143,7 @@ class PrincipalStore:
         Raises `errors.NotFound` if there is no such principal, `errors.Conflict` if the record
         keeps changing under concurrent writes.
         """
-        key = _key(client_id)
+        key = record_path(client_id)
         for _ in range(_WRITE_ATTEMPTS):
             entry = await self._storage.get(key) if key is not None else None
             if key is None or entry is None:
@@ -151,14 +152,14 @@ class PrincipalStore:
             secret = _new_secret()
             record["secret_hash"] = await self._hash(secret)
             try:
-                await self._storage.put_if(key, _encode(record), entry.mod_revision)
+                await guarded_txn(self._storage, [Put(key, _encode(record), entry.mod_revision)])
             except errors.StorageConflict:
                 continue
             return secret
         raise errors.Conflict("The principal changed concurrently; try again.")
 
     async def _record(self, client_id: str) -> dict[str, Any] | None:
-        key = _key(client_id)
+        key = record_path(client_id)
         if key is None:
             return None
         entry = await self._storage.get(key)
@@ -192,7 +193,7 @@ class PrincipalStore:
         return hmac.compare_digest(digest, expected)
 
 
-def _key(client_id: str) -> str | None:
+def record_path(client_id: str) -> str | None:
     """The storage key for a client id, or None if it is not a lower-case UUID (case folded)."""
     if not isinstance(client_id, str):
         return None

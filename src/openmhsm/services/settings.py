@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 
 from openmhsm import errors
-from openmhsm.storage.base import Storage
+from openmhsm.services.fence import guarded_txn
+from openmhsm.storage.base import Put, Storage
 
 PREFIX = "settings/"
 BOOLEAN = "boolean"
@@ -60,7 +61,7 @@ class SettingsStore:
         normalized = _normalize(default, value)
         record = {"version": _RECORD_VERSION, "name": default.name, "value": normalized}
         data = json.dumps(record, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        await self._storage.put_if(PREFIX + default.name.lower(), data)
+        await guarded_txn(self._storage, [Put(PREFIX + default.name.lower(), data)])
         return Setting(default.name, normalized, default.type)
 
 

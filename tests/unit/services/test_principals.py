@@ -163,18 +163,18 @@ def test_reset_secret_retries_on_conflict(monkeypatch: pytest.MonkeyPatch) -> No
     store = _store(storage)
     principal, _ = run(store.create("app-1"))
     key = f"principals/{principal.client_id}"
-    real_put = storage.put_if
+    real_txn = storage.txn
     raced: list[bool] = []
 
-    async def racing_put(k: str, value: bytes, expected_revision: int | None = None) -> int:
+    async def racing_txn(ops: Any) -> int:
         if not raced:  # a concurrent writer touches the record once, between read and write
             raced.append(True)
-            entry = await storage.get(k)
+            entry = await storage.get(key)
             assert entry is not None
-            await real_put(k, entry.value, entry.mod_revision)
-        return await real_put(k, value, expected_revision)
+            await storage.put_if(key, entry.value, entry.mod_revision)
+        return await real_txn(ops)
 
-    monkeypatch.setattr(storage, "put_if", racing_put)
+    monkeypatch.setattr(storage, "txn", racing_txn)
     new = run(store.reset_secret(principal.client_id))
     assert raced and run(store.authenticate(principal.client_id, new)) == principal
     assert run(storage.get(key)) is not None
