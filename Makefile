@@ -9,7 +9,7 @@ DATA_DIR ?= .data/pool
 PORT ?= 8443
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-deps run test unit integration check bench clean
+.PHONY: install system-deps azurite run test unit integration check bench clean
 
 # etcd (Debian's etcd-server) backs the three-partition pool; the tests start their own clusters.
 system-deps:
@@ -17,13 +17,24 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq etcd-server; }
 
+# Azurite (Azure Storage's emulator, from npm) stands in for blob storage in the backup tests.
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+azurite: $(AZURITE)
+
+$(AZURITE):
+	@command -v npm >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm; }
+	npm install --prefix .tools --no-audit --no-fund azurite@3.35.0
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: system-deps $(STAMP)
+install: system-deps azurite $(STAMP)
 
 # A three-partition pool on a three-member etcd cluster; `make run DEV=1` for the embedded mode.
 run: install

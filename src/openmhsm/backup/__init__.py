@@ -1,0 +1,1 @@
+"""Full backup and restore of a pool (DESIGN §7)."""
