@@ -1,0 +1,205 @@
+"""The bodies of the jobs `BackupService` starts: each records its progress and end in the job
+log and, for full jobs, renews the pool's lock while it works (DESIGN §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from openmhsm.backup import format as fmt
+from openmhsm.backup import full_restore, selective, targets
+from openmhsm.backup.full_backup import BACKED_UP, read_manifest, write_backup
+from openmhsm.backup.jobs import Job, JobStore, LockHolder, LockLost
+from openmhsm.domain.secrets import DomainSecrets
+from openmhsm.errors import MhsmError, ServiceUnavailable, StorageConflict
+from openmhsm.services.key_cache import KeyCache
+from openmhsm.storage.base import Storage, StorageCompacted
+
+log = logging.getLogger(__name__)
+BEAT_EVERY = 3.0
+UNCHANGED = "The pool is unchanged."
+STAGING_DETAILS = "Checking the backup and staging its records; the pool is unchanged so far."
+APPLYING_DETAILS = "Replacing the pool's records with the backup's."
+
+
+def as_error(exc: BaseException) -> MhsmError:
+    """What a job's status reports for an exception (never a secret: messages are ours)."""
+    if isinstance(exc, MhsmError):
+        return exc
+    if isinstance(exc, StorageCompacted):
+        return ServiceUnavailable("Storage compacted the snapshot away; start the backup again.")
+    if isinstance(exc, StorageConflict):
+        return ServiceUnavailable("A concurrent change interfered; start the job again.")
+    return MhsmError("The job failed unexpectedly; the partition log has the details.")
+
+
+class JobRuns:
+    def __init__(
+        self,
+        view: Storage,
+        cache: KeyCache,
+        store: JobStore,
+        secrets: Callable[[], DomainSecrets],
+        pool: str,
+    ) -> None:
+        self.view = view
+        self.cache = cache
+        self.store = store
+        self._secrets = secrets
+        self.pool = pool
+
+    def _keys(self) -> tuple[str, fmt.BackupKeys]:
+        secrets = self._secrets()
+        return secrets.domain_id, fmt.BackupKeys.from_backup_key(secrets.backup_key())
+
+    async def _progress(self, job: Job, done: int) -> None:
+        job.done = done
+        await self.store.save(job)
+
+    async def pre_backup(self, job: Job, target: targets.BackupTarget) -> None:
+        try:
+            await target.check_writable()
+            await self.store.save(job.succeeded("The storage container is writable."))
+        except Exception as exc:
+            await self.store.save(job.failed(as_error(exc)))
+        finally:
+            target.close()
+
+    async def pre_restore(self, job: Job, target: targets.BackupTarget, folder: str) -> None:
+        try:
+            domain_id, keys = self._keys()
+            manifest = await read_manifest(target, folder, keys, domain_id)
+            job.total = manifest.total
+            await self.store.save(job.succeeded(f"The backup holds {manifest.total} records."))
+        except Exception as exc:
+            await self.store.save(job.failed(as_error(exc)))
+        finally:
+            target.close()
+
+    async def with_heartbeat(self, holder: LockHolder, work: Coroutine[Any, Any, None]) -> None:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(BEAT_EVERY)
+                await holder.beat()
+
+        beating = asyncio.create_task(beat())
+        working = asyncio.create_task(work)
+        try:
+            await asyncio.wait({beating, working}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            beating.cancel()
+            if not working.done():  # the lock was lost: another partition runs the job now
+                working.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LockLost):
+                await beating
+            with contextlib.suppress(asyncio.CancelledError, LockLost):
+                await working
+
+    async def run_backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
+        await self.with_heartbeat(holder, self._backup(job, holder, target))
+
+    async def _backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
+        try:
+            domain_id, keys = self._keys()
+            folder = await self._free_folder(target)
+            job.folder_url = target.folder_url(folder)
+            job.total = self.cache.count(BACKED_UP)
+            await self.store.save(job)
+            manifest = await write_backup(
+                self.view, target, folder, pool=self.pool, domain_id=domain_id, keys=keys,
+                backup_id=uuid.uuid4().hex, on_progress=lambda n: self._progress(job, n),
+            )  # fmt: skip
+            job.done = job.total = manifest.total
+            await holder.finish(job.succeeded(f"Backed up {manifest.total} records."))
+        except LockLost:
+            raise
+        except Exception as exc:
+            log.warning("backup job %s failed: %s", job.id, exc)
+            await holder.finish(job.failed(as_error(exc), "No backup was completed."))
+        finally:
+            target.close()
+
+    async def _free_folder(self, target: targets.BackupTarget) -> str:
+        when = datetime.now(UTC)
+        while True:
+            folder = fmt.folder_name(self.pool, when)
+            if not await target.exists(folder, fmt.MANIFEST):
+                return folder
+            when += timedelta(seconds=1)
+
+    async def run_restore(
+        self,
+        job: Job,
+        holder: LockHolder,
+        target: targets.BackupTarget,
+        folder: str,
+        keep: list[tuple[str, bytes]],
+    ) -> None:
+        await self.with_heartbeat(holder, self._restore(job, holder, target, folder, keep))
+
+    async def _restore(
+        self,
+        job: Job,
+        holder: LockHolder,
+        target: targets.BackupTarget,
+        folder: str,
+        keep: list[tuple[str, bytes]],
+    ) -> None:
+        try:
+            await full_restore.drop_staging(self.view)  # what a crashed rollback left behind
+            domain_id, keys = self._keys()
+            manifest = await read_manifest(target, folder, keys, domain_id)
+            job.total = manifest.total
+            job.details = STAGING_DETAILS
+            await self.store.save(job)
+            progress = lambda n: self._progress(job, n)  # noqa: E731
+            await full_restore.stage(holder, target, folder, manifest, keys, keep, progress)
+        except LockLost:
+            raise
+        except Exception as exc:
+            log.warning("restore job %s failed before applying: %s", job.id, exc)
+            await self.roll_back(job, holder, as_error(exc), UNCHANGED)
+            return
+        finally:
+            target.close()
+        await self.roll_forward(job, holder, f"Restored {job.total} records.")
+
+    async def roll_back(self, job: Job, holder: LockHolder, error: MhsmError, details: str) -> None:
+        await full_restore.drop_staging(self.view, job.id)
+        await holder.finish(job.failed(error, details))
+
+    async def roll_forward(self, job: Job, holder: LockHolder, details: str) -> None:
+        """Apply until it succeeds: once applying began, the only way out is forward."""
+        job.details = APPLYING_DETAILS
+        while True:
+            try:
+                await full_restore.apply(self.view, holder, lambda n: self._progress(job, n))
+                job.done = job.total or job.done
+                await holder.finish(job.succeeded(details))
+                break
+            except LockLost:
+                raise
+            except Exception:
+                log.exception("applying restore job %s failed; retrying", job.id)
+                await asyncio.sleep(1.0)
+        with contextlib.suppress(Exception):
+            await full_restore.drop_staging(self.view, job.id)
+
+    async def run_selective(
+        self, job: Job, target: targets.BackupTarget, folder: str, name: str
+    ) -> None:
+        try:
+            domain_id, keys = self._keys()
+            manifest = await read_manifest(target, folder, keys, domain_id)
+            versions = await selective.restore_key(self.cache, target, folder, manifest, keys, name)
+            job.done = job.total = versions
+            await self.store.save(job.succeeded(f"Restored key '{name}' ({versions} versions)."))
+        except Exception as exc:
+            await self.store.save(job.failed(as_error(exc)))
+        finally:
+            target.close()

@@ -1,0 +1,229 @@
+"""Full backup, full restore and selective key restore as jobs: started by one partition, polled
+on any, taken over by another when the one running it dies (DESIGN §7, API §3.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from openmhsm.auth import roles
+from openmhsm.backup import jobs, targets
+from openmhsm.backup.jobs import Job, JobIndex, JobStore, Lock, LockHolder, LockLost
+from openmhsm.backup.runs import UNCHANGED, JobRuns
+from openmhsm.domain.secrets import DomainSecrets
+from openmhsm.errors import Conflict, NotFound, ServiceUnavailable
+from openmhsm.services import principals, rbac_index
+from openmhsm.services.key_cache import KeyCache
+from openmhsm.storage.base import Storage
+from openmhsm.types import Principal
+
+log = logging.getLogger(__name__)
+WATCH_EVERY = 2.0
+
+
+class BackupService:
+    """One per partition. `secrets` gives the domain the pool holds now (it may take on another
+    by upload)."""
+
+    def __init__(
+        self,
+        view: Storage,
+        cache: KeyCache,
+        secrets: Callable[[], DomainSecrets],
+        *,
+        pool: str,
+        partition: int,
+    ) -> None:
+        self.view = view
+        self.cache = cache
+        self._secrets = secrets
+        self.pool = pool
+        self.partition = partition
+        self.store = JobStore(view, partition)
+        self.runs = JobRuns(view, cache, self.store, secrets, pool)
+        self.index = JobIndex()
+        cache.attach(jobs.PREFIX, self.index)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()
+
+    # --- starting jobs -------------------------------------------------------------------
+
+    def _new_job(self, kind: str, request_id: str | None) -> Job:
+        return Job(jobs.new_job_id(), kind, partition=self.partition, request_id=request_id)
+
+    async def start_backup(
+        self,
+        uri: str,
+        token: str | None,
+        managed: bool,
+        *,
+        pre: bool,
+        request_id: str | None = None,
+    ) -> Job:
+        """Raises BadParameter (malformed target), Conflict (another full job runs)."""
+        target = targets.open_target(uri, token=token, use_managed_identity=managed)
+        job = self._new_job(jobs.PREBACKUP if pre else jobs.BACKUP, request_id)
+        if pre:
+            await self.store.start(job)
+            self._spawn(job, self.runs.pre_backup(job, target))
+            return job
+        held = await self._start_locked(job, target, fence=False)
+        if held is None:
+            return await self._retried(job)
+        self._spawn(job, self.runs.run_backup(job, LockHolder(self.store, held), target))
+        return job
+
+    async def start_restore(
+        self,
+        uri: str,
+        token: str | None,
+        managed: bool,
+        folder: str,
+        *,
+        principal: Principal | None,
+        pre: bool,
+        request_id: str | None = None,
+    ) -> Job:
+        """Raises BadParameter, Conflict."""
+        target, folder = targets.open_folder(uri, folder, token=token, use_managed_identity=managed)
+        job = self._new_job(jobs.PRERESTORE if pre else jobs.RESTORE, request_id)
+        if pre:
+            await self.store.start(job)
+            self._spawn(job, self.runs.pre_restore(job, target, folder))
+            return job
+        keep = await self._keeper_records(principal)
+        held = await self._start_locked(job, target, fence=True)
+        if held is None:
+            return await self._retried(job)
+        holder = LockHolder(self.store, held)
+        self._spawn(job, self.runs.run_restore(job, holder, target, folder, keep))
+        return job
+
+    async def start_selective(
+        self, name: str, uri: str, token: str | None, managed: bool, folder: str
+    ) -> Job:
+        """Raises BadParameter."""
+        target, folder = targets.open_folder(uri, folder, token=token, use_managed_identity=managed)
+        job = self._new_job(jobs.SELECTIVE, None)
+        await self.store.start(job)
+        self._spawn(job, self.runs.run_selective(job, target, folder, name))
+        return job
+
+    async def _start_locked(
+        self, job: Job, target: targets.BackupTarget, *, fence: bool
+    ) -> Lock | None:
+        """Take the lock for `job`; None when the running job is this one's retry (the same
+        client request id). Raises Conflict."""
+        try:
+            await self.store.prune(time.time())
+            held = await self.store.start(job, lock=True, fence=fence)
+        except Conflict:
+            target.close()
+            running = await self.store.running_job()
+            if job.request_id and running and running.request_id == job.request_id:
+                return None
+            raise
+        except BaseException:
+            target.close()
+            raise
+        assert held is not None
+        if fence:  # refuse calls here at once, not when the watch brings the fence back
+            self.index.fence = held.dump()
+        return held
+
+    async def _retried(self, job: Job) -> Job:
+        running = await self.store.running_job()
+        if running is None:  # it ended in the meantime
+            raise Conflict("The job this request started has ended; poll its status URL.")
+        return running
+
+    async def status(self, job_id: str, group: str) -> Job:
+        """Raises NotFound."""
+        job = await self.store.get(job_id) if len(job_id) <= 64 else None
+        if job is None or job.status_path.split("/")[1] != group:
+            raise NotFound(f"No {group} job '{job_id[:64]}' was found.", inner_code="JobNotFound")
+        return job
+
+    def restoring(self) -> str | None:
+        return self.index.restoring()
+
+    # --- running them --------------------------------------------------------------------
+
+    def _spawn(self, job: Job, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"job-{job.id}")
+        self._running.add(job.id)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._running.discard(job.id)
+
+        task.add_done_callback(done)
+
+    async def _keeper_records(self, principal: Principal | None) -> list[tuple[str, bytes]]:
+        """The records that keep the restoring principal an administrator of the pool."""
+        if principal is None:
+            return []
+        keep: list[tuple[str, bytes]] = []
+        path = principals.record_path(principal.client_id)  # None: not one of ours
+        entry = await self.view.get(path) if path is not None else None
+        if entry is not None:
+            keep.append((entry.key, entry.value))
+        key = f"openmhsm:{principal.object_id}:{roles.ADMINISTRATOR}:/"
+        name = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+        assignment = rbac_index.RoleAssignment(name, "/", principal.object_id, roles.ADMINISTRATOR)
+        keep.append((rbac_index.assignment_path(name), rbac_index.dump_assignment(assignment)))
+        return keep
+
+    # --- taking over a dead partition's job ---------------------------------------------
+
+    def start(self) -> None:
+        task = asyncio.create_task(self._watch(), name="job-watchdog")
+        self._tasks.add(task)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            try:
+                await self.take_over_stale()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checking for a stalled job failed")
+
+    async def take_over_stale(self) -> None:
+        """If the partition running the pool's full job stopped renewing its lock, end the job
+        (roll a restore forward once it began applying; otherwise fail it, pool unchanged)."""
+        seen = self.index.lock()
+        if seen is None or seen.job in self._running or not seen.stale(time.time()):
+            return
+        try:
+            held = await self.store.take_over(seen)
+        except LockLost:
+            return
+        holder = LockHolder(self.store, held)
+        job = await self.store.get(held.job) or Job(held.job, held.kind)
+        gone = f"Partition {seen.partition} stopped while running the job"
+        log.warning("taking over job %s of partition %s (%s)", job.id, seen.partition, seen.phase)
+        if held.phase == jobs.APPLYING:
+            details = f"{gone}; partition {self.partition} completed the restore."
+            work = self.runs.roll_forward(job, holder, details)
+            self._spawn(job, self.runs.with_heartbeat(holder, work))
+        elif held.kind == jobs.RESTORE:
+            await self.runs.roll_back(job, holder, ServiceUnavailable(gone + "."), UNCHANGED)
+        else:
+            await holder.finish(
+                job.failed(ServiceUnavailable(gone + "."), "No backup was completed.")
+            )
