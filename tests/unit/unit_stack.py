@@ -6,6 +6,9 @@
   afterwards. pytest-asyncio is not installed, so this is how service tests await.
 - `make_api` / `api`: the ASGI app behind a `starlette.testclient.TestClient` for
   `https://127.0.0.1:8443`, carrying a valid admin token.
+- `jobs=True` (build_stack, open_api, make_api): also a `BackupService` (pool "unit") as
+  `stack.jobs` and `ctx.jobs`, so the backup/restore routes and the restore gate exist. Its
+  watchdog is not started (tests call `take_over_stale` themselves); it closes with the stack.
 
 Event loops: `KeyCache.load()` starts a watch task in the running loop, and the memory storage's
 watch waits on loop-bound events, so the stack must live in the loop that serves requests. The
@@ -33,6 +36,7 @@ from openmhsm.api.context import ApiContext
 from openmhsm.auth.challenge import resource_for_host
 from openmhsm.auth.roles import ADMINISTRATOR
 from openmhsm.auth.tokens import TokenService
+from openmhsm.backup.service import BackupService
 from openmhsm.barrier.barrier import Barrier
 from openmhsm.barrier.keyring import Keyring
 from openmhsm.barrier.view import BarrierView
@@ -107,16 +111,21 @@ class Stack:
     owns_storage: bool = True
     admin: Principal | None = None
     rbac: RbacService | None = None
+    jobs: BackupService | None = None
+    partition: int = 0
     others: list[Stack] = field(default_factory=list)
 
     async def peer(self, *, load: bool = True) -> Stack:
-        """Another partition on the same storage and security domain (closed with this one)."""
+        """Another partition on the same storage and security domain (closed with this one),
+        numbered after this one's other partitions; with a BackupService if this has one."""
         other = await build_stack(
             self.storage,
             secrets=self.secrets,
             clock=self.clock,
             deletion=self.deletion,
             load=load,
+            jobs=self.jobs is not None,
+            partition=self.partition + 1 + len(self.others),
         )
         other.owns_storage = False
         self.others.append(other)
@@ -124,13 +133,20 @@ class Stack:
 
     async def other_domain(self) -> Stack:
         """A pool with its own storage and a different security domain."""
-        other = await build_stack(clock=self.clock, deletion=self.deletion)
+        other = await build_stack(
+            clock=self.clock, deletion=self.deletion, jobs=self.jobs is not None
+        )
         self.others.append(other)
         return other
 
     async def same_domain_pool(self) -> Stack:
         """A pool with its own storage but this pool's security domain (a restored pool)."""
-        other = await build_stack(secrets=self.secrets, clock=self.clock, deletion=self.deletion)
+        other = await build_stack(
+            secrets=self.secrets,
+            clock=self.clock,
+            deletion=self.deletion,
+            jobs=self.jobs is not None,
+        )
         self.others.append(other)
         return other
 
@@ -144,6 +160,8 @@ class Stack:
     async def close(self) -> None:
         for other in self.others:
             await other.close()
+        if self.jobs is not None:
+            await self.jobs.close()
         await self.cache.close()
         if self.owns_storage:
             await self.storage.close()
@@ -158,8 +176,11 @@ async def build_stack(
     load: bool = True,
     admin: bool = False,
     rbac: bool = False,
+    jobs: bool = False,
+    partition: int = 0,
 ) -> Stack:
-    """storage → BarrierView → KeyCache (loaded, watching) → services → ApiContext."""
+    """storage → BarrierView → KeyCache (loaded, watching) → services → ApiContext
+    (→ BackupService with `jobs`)."""
     storage = MemoryStorage() if storage is None else storage
     secrets = DomainSecrets.generate() if secrets is None else secrets
     clock = FakeClock() if clock is None else clock
@@ -200,7 +221,11 @@ async def build_stack(
         principals=principals,
         tokens=tokens,
         ctx=ctx,
+        partition=partition,
     )
+    if jobs:  # before build_app, which reads ctx.jobs for the routes and the restore gate
+        service = BackupService(view, cache, lambda: secrets, pool="unit", partition=partition)
+        stack.jobs = ctx.jobs = service
     if rbac:  # enforced, with the admin holding Managed HSM Administrator as a pool's does
         stack.rbac = ctx.rbac = RbacService(cache)
     if admin:
@@ -256,13 +281,14 @@ def open_api(
     deletion: DeletionPolicy | None = None,
     *,
     rbac: bool = False,
+    jobs: bool = False,
     **client_options: Any,
 ) -> Iterator[ApiHarness]:
     late = _LateApp()
     with TestClient(late, base_url=BASE_URL, **client_options) as client:
         assert client.portal is not None
         builder = functools.partial(
-            build_stack, clock=clock, deletion=deletion, admin=True, rbac=rbac
+            build_stack, clock=clock, deletion=deletion, admin=True, rbac=rbac, jobs=jobs
         )
         stack: Stack = client.portal.call(builder)
         try:

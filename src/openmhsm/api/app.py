@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmhsm.api import health, rng
 from openmhsm.api.audit import AuditPolicy
+from openmhsm.api.backup_restore import BackupRestoreApi
 from openmhsm.api.context import ApiContext
 from openmhsm.api.deleted_keys import DeletedKeysApi
 from openmhsm.api.key_backup import KeyBackupApi
@@ -21,6 +22,7 @@ from openmhsm.api.middleware import (
     Authorize,
     KeyVaultErrors,
     RequestId,
+    RestoreGate,
     not_found,
 )
 from openmhsm.api.principals import PrincipalsApi
@@ -47,6 +49,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
     return [
         # Before the keys routes: `/keys/{name}/providers/...` would otherwise reach them.
         *(RbacApi(ctx.rbac).routes() if ctx.rbac is not None else []),
+        *(BackupRestoreApi(ctx.jobs).routes() if ctx.jobs is not None else []),
         *KeyBackupApi(ctx).routes(),
         *KeyOpsApi(ctx).routes(),
         *DeletedKeysApi(ctx).routes(),
@@ -65,6 +68,8 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     protected = Authenticate(
         protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok, ctx.external_issuers
     )
+    if ctx.jobs is not None:
+        protected = RestoreGate(protected, ctx.jobs.restoring)
     protected = ActivationGate(protected, ctx.current_state)
     protected = ApiVersionCheck(protected)
     protected = KeyVaultErrors(protected)

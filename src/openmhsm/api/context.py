@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from openmhsm.api.metrics import RequestMetrics
 from openmhsm.auth.external import TrustedIssuers
 from openmhsm.auth.tokens import TokenService
+from openmhsm.backup.service import BackupService
 from openmhsm.config import DeletionPolicy
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
@@ -39,6 +40,7 @@ class ApiContext:
     settings: SettingsStore | None = None
     audit: AuditLog | None = None  # None: requests are not audited (unit tests)
     external_issuers: TrustedIssuers | None = None
+    jobs: BackupService | None = None  # None: no full backup and restore (unit fixtures)
 
     def __post_init__(self) -> None:
         if self.security_domain is not None:

@@ -26,6 +26,7 @@ from openmhsm.errors import (
     MhsmError,
     NotActivated,
     NotFound,
+    ServiceUnavailable,
     Unauthorized,
 )
 from openmhsm.types import Principal
@@ -134,6 +135,26 @@ class ActivationGate:
                     f"or upload one to a pool in recovery mode (state: {state}).",
                     inner_code=state,
                 )
+        await self.app(scope, receive, send)
+
+
+class RestoreGate:
+    """While a full restore replaces the pool's contents, only its status can be asked."""
+
+    def __init__(self, app: ASGIApp, restoring: Callable[[], str | None]) -> None:
+        self.app = app
+        self.restoring = restoring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        job = self.restoring()
+        path: str = scope["path"]
+        polling = path.startswith(("/restore/", "/backup/")) and path.endswith("/pending")
+        if job is not None and not polling:
+            raise ServiceUnavailable(
+                f"The pool is being restored from a full backup (job {job}); try again when "
+                "the restore completes.",
+                inner_code="RestoreInProgress",
+            )
         await self.app(scope, receive, send)
 
 

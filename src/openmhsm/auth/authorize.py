@@ -78,6 +78,14 @@ OPERATIONS: dict[tuple[str, str], str] = {
         ("POST", f"/keys/{{name}}/{{version}}/{op}"): action
         for op, action in _KEY_OPERATIONS.items()
     },
+    # full backup and restore, selective key restore
+    ("POST", "/backup"): r.BACKUP_START,
+    ("POST", "/prebackup"): r.BACKUP_START,
+    ("GET", "/backup/{job}/pending"): r.BACKUP_STATUS,
+    ("PUT", "/restore"): r.RESTORE_START,
+    ("PUT", "/prerestore"): r.RESTORE_START,
+    ("PUT", "/keys/{name}/restore"): r.RESTORE_START,
+    ("GET", "/restore/{job}/pending"): r.RESTORE_STATUS,
     # deleted keys
     ("GET", "/deletedkeys"): r.DELETED_READ,
     ("GET", "/deletedkeys/{name}"): r.DELETED_READ,

@@ -18,6 +18,7 @@ from openmhsm.auth import roles
 from openmhsm.auth.challenge import resource_for_host
 from openmhsm.auth.external import TrustedIssuers
 from openmhsm.auth.tokens import TokenService
+from openmhsm.backup.service import BackupService
 from openmhsm.barrier.view import BarrierView
 from openmhsm.cluster import join
 from openmhsm.cluster.domain_loader import load_domain
@@ -119,6 +120,7 @@ class Partition:
         self.domain: DomainHolder | None = None
         self.audit = AuditLog(data.audit, settings.partition_id)
         self.external: TrustedIssuers | None = None
+        self.jobs: BackupService | None = None
 
     def _join_context(self, server: bool) -> ssl.SSLContext | None:
         n = self.partition_id
@@ -170,6 +172,9 @@ class Partition:
         holder.service = SecurityDomainService(view, secrets, holder.install)
         await holder.service.state()
         self.domain = holder
+        self.jobs = BackupService(
+            view, cache, lambda: holder.secrets, pool=self.config.name, partition=n
+        )
         self.context = ApiContext(
             keys=keys,
             deleted=DeletedKeyService(keys, cache, self.clock, self.config.deletion),
@@ -186,6 +191,7 @@ class Partition:
             settings=SettingsStore(view),
             audit=self.audit,
             external_issuers=await self._trusted_issuers(),
+            jobs=self.jobs,
         )
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
@@ -193,6 +199,7 @@ class Partition:
             holder.join_server = self.join_server
             await self.join_server.start(self.config.bind, self.settings.join_port)
         holder.start_following()
+        self.jobs.start()
         return self.context
 
     async def _trusted_issuers(self) -> TrustedIssuers | None:
@@ -230,6 +237,8 @@ class Partition:
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.external is not None:
             await self.external.stop()
         if self.domain is not None:

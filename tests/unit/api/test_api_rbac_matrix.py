@@ -160,7 +160,7 @@ def expected(role: roles.RoleDefinition, action: str, assigned: str, requested: 
 
 @pytest.fixture
 def matrix_api(make_api: Callable[..., Harness]) -> Harness:
-    harness = make_api(rbac=True)
+    harness = make_api(rbac=True, jobs=True)
     stack = harness.stack
     # Serve the security-domain routes too, so that the matrix covers them.
     harness.client.app.app = build_app(dataclasses.replace(stack.ctx, security_domain=FakeDomain()))

@@ -35,7 +35,7 @@ def every_route(hsm: Runner) -> set[tuple[str, str]]:
         ctx = dataclasses.replace(stack.ctx, security_domain=_Domain())
         return data_plane_routes(ctx)
 
-    routes = hsm(body, rbac=True)
+    routes = hsm(body, rbac=True, jobs=True)
     assert all(isinstance(route, Route) for route in routes)
     return {
         (method, route.path) for route in routes for method in route.methods if method != "HEAD"
