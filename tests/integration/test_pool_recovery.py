@@ -3,9 +3,7 @@ partition takes on the uploaded domain, and a healed partition comes back with i
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 import signal
 import ssl
@@ -13,27 +11,15 @@ import time
 from pathlib import Path
 
 import httpx
-from azure.keyvault.securitydomain import SecurityDomainClient
-from azure.keyvault.securitydomain.models import SecurityDomain
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 from dev_pool import free_port, start_pool
 from pool_support import PoolProcess
+from recovery_support import upload_security_domain
 
 from openmhsm.crypto.jwk import b64u_decode, b64u_encode
-from openmhsm.domain import blob
 
 DIGEST = hashlib.sha256(b"recovered pool").digest()
-
-
-def _wrapping_keys(folder: Path) -> list[tuple[rsa.RSAPrivateKey, x509.Certificate]]:
-    pairs = []
-    for name in ("w0", "w1"):
-        key = serialization.load_pem_private_key((folder / f"{name}.key").read_bytes(), None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        pairs.append((key, x509.load_pem_x509_certificate((folder / f"{name}.cer").read_bytes())))
-    return pairs
 
 
 def _states(pool: PoolProcess) -> list[str]:
@@ -66,14 +52,7 @@ def test_upload_reaches_every_partition_and_survives_a_heal(tmp_path: Path) -> N
         backup = a.key_client().backup_key("dr-key")
         _wait_states(b, "Recovery")
 
-        client = SecurityDomainClient(b.url, b.credential(), connection_verify=b.ca)
-        jwk = json.loads(str(client.get_transfer_key().transfer_key))
-        exchange = x509.load_der_x509_certificate(base64.b64decode(jwk["x5c"][0]))
-        folder = a.data_dir / "security-domain"
-        restore_blob = blob.make_restore_blob(
-            (folder / "sd.json").read_text(), _wrapping_keys(folder), exchange
-        )
-        client.begin_upload(security_domain=SecurityDomain({"value": restore_blob})).result()
+        upload_security_domain(a, b)
         _wait_states(b, "Active")
         b.grant_key_roles()  # --recovery: the admin holds Managed HSM Administrator only
 
