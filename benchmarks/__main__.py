@@ -1,8 +1,8 @@
-"""`python -m benchmarks [sign|pool]` (or `make bench`): run the benchmarks."""
+"""`python -m benchmarks [sign|pool|backup]` (or `make bench`): run the benchmarks."""
 
 import sys
 
-from benchmarks import pool, sign_throughput
+from benchmarks import backup, pool, sign_throughput
 
 if __name__ == "__main__":
     chosen = set(sys.argv[1:]) or {"sign", "pool"}
@@ -10,3 +10,5 @@ if __name__ == "__main__":
         sign_throughput.main()
     if "pool" in chosen:
         pool.main()
+    if "backup" in chosen:
+        backup.main()
