@@ -51,6 +51,7 @@ class PoolConfig:
     activation: str = "auto"
     trusted_issuers: tuple[str, ...] = ()  # external OIDC issuers whose tokens are accepted
     trusted_issuer_ca: str = ""  # a CA bundle for reaching them (default: the system's)
+    backup_dirs: tuple[str, ...] = ()  # file:// backup targets must lie under one (if any)
 
     @property
     def host(self) -> str:
@@ -83,6 +84,7 @@ class PoolConfig:
             "activation": self.activation,
             "trusted_issuers": list(self.trusted_issuers),
             "trusted_issuer_ca": self.trusted_issuer_ca,
+            "backup_dirs": list(self.backup_dirs),
         }
 
     @classmethod
@@ -103,6 +105,7 @@ class PoolConfig:
             activation=str(obj.get("activation", "auto")),
             trusted_issuers=tuple(str(i) for i in _list(obj.get("trusted_issuers"))),
             trusted_issuer_ca=str(obj.get("trusted_issuer_ca", "")),
+            backup_dirs=tuple(str(d) for d in _list(obj.get("backup_dirs"))),
         )
 
 

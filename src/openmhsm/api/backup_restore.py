@@ -16,12 +16,12 @@ from starlette.routing import BaseRoute, Route
 from openmhsm.api import wire
 from openmhsm.backup.jobs import IN_PROGRESS, Job
 from openmhsm.backup.service import BackupService
+from openmhsm.backup.targets import MAX_TOKEN_CHARS
 from openmhsm.errors import BadParameter
 from openmhsm.types import JSON, Principal
 
 POLL_SECONDS = "1"
 MAX_URI = 2048
-MAX_TOKEN = 8192
 
 
 def _text(body: JSON, name: str, limit: int, *, required: bool = True) -> str | None:
@@ -36,7 +36,7 @@ def _text(body: JSON, name: str, limit: int, *, required: bool = True) -> str | 
 def _storage(body: JSON) -> tuple[str, str | None, bool]:
     """storageResourceUri, token, useManagedIdentity. Raises BadParameter."""
     uri = _text(body, "storageResourceUri", MAX_URI)
-    token = _text(body, "token", MAX_TOKEN, required=False)
+    token = _text(body, "token", MAX_TOKEN_CHARS, required=False)
     managed = body.get("useManagedIdentity", False)
     if not isinstance(managed, bool):
         raise BadParameter("'useManagedIdentity' must be a boolean.")

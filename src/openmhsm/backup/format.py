@@ -97,6 +97,10 @@ class Manifest:
         return [f for f in self.files if f.last >= prefix and f.first[: len(prefix)] <= prefix]
 
 
+def file_name(index: int) -> str:
+    return f"records-{index:05d}.bin"
+
+
 def _aad(backup_id: str, name: str) -> bytes:
     return f"openmhsm-backup/{FORMAT}/{backup_id}/{name}".encode()
 
@@ -133,7 +137,7 @@ class ChunkWriter:
         return self._flush() if self._count else None
 
     def _flush(self) -> tuple[str, bytes]:
-        name = f"records-{len(self.files):05d}.bin"
+        name = file_name(len(self.files))
         data = aead.seal(self._keys.records, b"".join(self._parts), _aad(self._backup_id, name))
         self.files.append(
             FileEntry(name, hashlib.sha256(data).hexdigest(), self._count, self._first, self._last)

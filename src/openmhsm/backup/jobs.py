@@ -61,6 +61,7 @@ class Job:
     total: int | None = None
     partition: int = 0
     request_id: str | None = None  # the client's x-ms-client-request-id: a retry finds its job
+    phase: str | None = None  # "backup"; a restore's "staging", then "applying"
 
     @property
     def status_path(self) -> str:
@@ -76,7 +77,7 @@ class Job:
             "startTime": self.start,
             "endTime": self.end,
             "jobId": self.id,
-            "progress": {"done": self.done, "total": self.total},
+            "progress": {"phase": self.phase, "done": self.done, "total": self.total},
         }
         if self.kind in (BACKUP, PREBACKUP):
             body["azureStorageBlobContainerUri"] = self.folder_url

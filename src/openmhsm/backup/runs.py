@@ -58,6 +58,10 @@ class JobRuns:
         return secrets.domain_id, fmt.BackupKeys.from_backup_key(secrets.backup_key())
 
     async def _progress(self, job: Job, done: int) -> None:
+        if job.phase == "backup":
+            job.total = max(job.total or 0, done)  # the total was the cache's estimate
+        elif job.total is not None:
+            done = min(done, job.total)  # applying also counts the restorer's kept records
         job.done = done
         await self.store.save(job)
 
@@ -106,9 +110,9 @@ class JobRuns:
     async def _backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
         try:
             domain_id, keys = self._keys()
-            folder = await self._free_folder(target)
-            job.folder_url = target.folder_url(folder)
+            folder = await self._free_folder(target, job)
             job.total = self.cache.count(BACKED_UP)
+            job.phase = "backup"
             await self.store.save(job)
             manifest = await write_backup(
                 self.view, target, folder, pool=self.pool, domain_id=domain_id, keys=keys,
@@ -124,13 +128,23 @@ class JobRuns:
         finally:
             target.close()
 
-    async def _free_folder(self, target: targets.BackupTarget) -> str:
+    async def _free_folder(self, target: targets.BackupTarget, job: Job) -> str:
+        """The folder the job announced, or the next second's while that one is taken (also by a
+        failed backup's first file: files of two backups are never mixed)."""
         when = datetime.now(UTC)
-        while True:
+        folder = job.folder_url.rsplit("/", 1)[1] if job.folder_url else ""
+        while not folder or await self._taken(target, folder):
             folder = fmt.folder_name(self.pool, when)
-            if not await target.exists(folder, fmt.MANIFEST):
-                return folder
             when += timedelta(seconds=1)
+        job.folder_url = target.folder_url(folder)
+        return folder
+
+    @staticmethod
+    async def _taken(target: targets.BackupTarget, folder: str) -> bool:
+        for name in (fmt.MANIFEST, fmt.file_name(0)):
+            if await target.exists(folder, name):
+                return True
+        return False
 
     async def run_restore(
         self,
@@ -156,6 +170,7 @@ class JobRuns:
             manifest = await read_manifest(target, folder, keys, domain_id)
             job.total = manifest.total
             job.details = STAGING_DETAILS
+            job.phase = "staging"
             await self.store.save(job)
             progress = lambda n: self._progress(job, n)  # noqa: E731
             await full_restore.stage(holder, target, folder, manifest, keys, keep, progress)
@@ -176,6 +191,7 @@ class JobRuns:
     async def roll_forward(self, job: Job, holder: LockHolder, details: str) -> None:
         """Apply until it succeeds: once applying began, the only way out is forward."""
         job.details = APPLYING_DETAILS
+        job.phase, job.done = "applying", 0
         while True:
             try:
                 await full_restore.apply(self.view, holder, lambda n: self._progress(job, n))

@@ -13,7 +13,7 @@ from openmhsm.services import records, validation
 from openmhsm.services.key_cache import KeyCache
 from openmhsm.storage.base import Delete, Put, TxnOp
 
-MAX_OPS = 120
+MAX_OPS = 1000  # under etcd's --max-txn-ops as the pool runs it (cluster/etcd_cluster.py)
 
 
 async def restore_key(

@@ -9,14 +9,17 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from openmhsm.auth import roles
+from openmhsm.backup import format as fmt
 from openmhsm.backup import jobs, targets
 from openmhsm.backup.jobs import Job, JobIndex, JobStore, Lock, LockHolder, LockLost
 from openmhsm.backup.runs import UNCHANGED, JobRuns
 from openmhsm.domain.secrets import DomainSecrets
-from openmhsm.errors import Conflict, NotFound, ServiceUnavailable
+from openmhsm.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from openmhsm.services import principals, rbac_index
 from openmhsm.services.key_cache import KeyCache
 from openmhsm.storage.base import Storage
@@ -38,12 +41,14 @@ class BackupService:
         *,
         pool: str,
         partition: int,
+        backup_dirs: tuple[str, ...] = (),
     ) -> None:
         self.view = view
         self.cache = cache
         self._secrets = secrets
         self.pool = pool
         self.partition = partition
+        self.backup_dirs = backup_dirs
         self.store = JobStore(view, partition)
         self.runs = JobRuns(view, cache, self.store, secrets, pool)
         self.index = JobIndex()
@@ -52,6 +57,20 @@ class BackupService:
         self._running: set[str] = set()
 
     # --- starting jobs -------------------------------------------------------------------
+
+    def _check_dir(self, target: targets.BackupTarget) -> targets.BackupTarget:
+        """A directory target must lie under one of the pool's backup directories, when the
+        pool names any (`mhsm up --backup-dir`). Raises Forbidden."""
+        if self.backup_dirs and isinstance(target, targets.DirectoryTarget):
+            root = target.root.resolve()
+            if not any(root.is_relative_to(Path(d).resolve()) for d in self.backup_dirs):
+                target.close()
+                raise Forbidden(
+                    "Backups to a directory must go under one of the pool's backup "
+                    "directories (mhsm up --backup-dir).",
+                    inner_code="BackupDirectoryNotAllowed",
+                )
+        return target
 
     def _new_job(self, kind: str, request_id: str | None) -> Job:
         return Job(jobs.new_job_id(), kind, partition=self.partition, request_id=request_id)
@@ -66,12 +85,15 @@ class BackupService:
         request_id: str | None = None,
     ) -> Job:
         """Raises BadParameter (malformed target), Conflict (another full job runs)."""
-        target = targets.open_target(uri, token=token, use_managed_identity=managed)
+        target = self._check_dir(
+            targets.open_target(uri, token=token, use_managed_identity=managed)
+        )
         job = self._new_job(jobs.PREBACKUP if pre else jobs.BACKUP, request_id)
         if pre:
             await self.store.start(job)
             self._spawn(job, self.runs.pre_backup(job, target))
             return job
+        job.folder_url = target.folder_url(fmt.folder_name(self.pool, datetime.now(UTC)))
         held = await self._start_locked(job, target, fence=False)
         if held is None:
             return await self._retried(job)
@@ -91,6 +113,7 @@ class BackupService:
     ) -> Job:
         """Raises BadParameter, Conflict."""
         target, folder = targets.open_folder(uri, folder, token=token, use_managed_identity=managed)
+        self._check_dir(target)
         job = self._new_job(jobs.PRERESTORE if pre else jobs.RESTORE, request_id)
         if pre:
             await self.store.start(job)
@@ -109,6 +132,7 @@ class BackupService:
     ) -> Job:
         """Raises BadParameter."""
         target, folder = targets.open_folder(uri, folder, token=token, use_managed_identity=managed)
+        self._check_dir(target)
         job = self._new_job(jobs.SELECTIVE, None)
         await self.store.start(job)
         self._spawn(job, self.runs.run_selective(job, target, folder, name))

@@ -65,6 +65,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="CA bundle for reaching the trusted issuers (default: the system's)",
     )
+    up.add_argument(
+        "--backup-dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="allow file:// backup targets only under DIR (repeatable; default: any directory)",
+    )
     start = up.add_mutually_exclusive_group()
     start.add_argument(
         "--no-activate",
@@ -117,6 +124,8 @@ def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
         saved["trusted_issuers"] = args.trusted_issuer
     if args.trusted_issuer_ca is not None:
         saved["trusted_issuer_ca"] = str(Path(args.trusted_issuer_ca).resolve())
+    if args.backup_dir is not None:
+        saved["backup_dirs"] = [str(Path(d).resolve()) for d in args.backup_dir]
     if args.purge_protection:
         saved["purge_protection"] = True  # irreversible once set
     config = PoolConfig.from_json(saved)
@@ -321,6 +330,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         argv += ["--trusted-issuer", issuer]
     if args.trusted_issuer_ca:
         argv += ["--trusted-issuer-ca", args.trusted_issuer_ca]
+    for directory in args.backup_dir or []:
+        argv += ["--backup-dir", directory]
     if args.purge_protection:
         argv.append("--purge-protection")
     if args.no_activate:

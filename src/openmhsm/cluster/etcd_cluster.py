@@ -70,6 +70,10 @@ class ClusterMember:
     client_urls: tuple[str, ...]
 
 
+MAX_TXN_OPS = 1024
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
 class LocalEtcdCluster:
     """`size` etcd members on `host`, with fast failure detection for loopback."""
 
@@ -101,6 +105,9 @@ class LocalEtcdCluster:
             "--auto-compaction-mode=periodic",
             f"--auto-compaction-retention={auto_compaction_retention}",
             "--pre-vote=true",  # a rejoining member does not disrupt the sitting leader
+            # One key with all its versions restores in one transaction (etcd's default: 128).
+            f"--max-txn-ops={MAX_TXN_OPS}",
+            f"--max-request-bytes={MAX_REQUEST_BYTES}",
             "--logger=zap",
             "--log-outputs=stderr",
         ]

@@ -173,7 +173,12 @@ class Partition:
         await holder.service.state()
         self.domain = holder
         self.jobs = BackupService(
-            view, cache, lambda: holder.secrets, pool=self.config.name, partition=n
+            view,
+            cache,
+            lambda: holder.secrets,
+            pool=self.config.name,
+            partition=n,
+            backup_dirs=self.config.backup_dirs,
         )
         self.context = ApiContext(
             keys=keys,
