@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from openmhsm.cli import (
     audit,
+    backup,
     keys,
     maintain,
     partition,
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     security_domain.register(commands)
     principals.register(commands)
     audit.register(commands)
+    backup.register(commands)
+    backup.register_restore(commands)
     return parser
 
 
