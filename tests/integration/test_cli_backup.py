@@ -24,32 +24,22 @@ from azurite_support import (
     make_container,
 )
 from dev_pool import DevPool
+from pool_support import CliResult
 
 from openmhsm.cli.main import main
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def mhsm(*argv: str) -> Run:
+def mhsm(*argv: str) -> CliResult:
     """The CLI in this process (a process each would spend most of the time importing)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))
-    return Run(code, out.getvalue(), err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
-def ok(run: Run) -> Run:
+def ok(run: CliResult) -> CliResult:
     assert run.code == 0, run.stderr
     return run
 
@@ -79,7 +69,7 @@ def made(
         keys[key.name] = key.properties.version
     container = tmp_path_factory.mktemp("backups") / "container"
     run = ok(mhsm("backup", "start", "--data-dir", str(dev_pool.data_dir), "--dir", str(container)))
-    summary = run.json
+    summary = run.json()
     return Backup(container, summary["folderUrl"], keys, summary)
 
 
@@ -93,7 +83,7 @@ def test_backup_start_writes_a_complete_folder(made: Backup, dev_pool: DevPool) 
 
 
 def test_backup_list_shows_it(made: Backup, dev_pool: DevPool) -> None:
-    rows = ok(mhsm("backup", "list", "--dir", str(made.container))).json
+    rows = ok(mhsm("backup", "list", "--dir", str(made.container))).json()
     (row,) = [r for r in rows if r["folder"] == made.folder.name]
     assert row["complete"] is True
     assert row["pool"] == dev_pool.doc["name"]
@@ -109,7 +99,7 @@ def test_full_restore(made: Backup, dev_pool: DevPool, key_client: KeyClient) ->
         mhsm("restore", "start", "--data-dir", str(dev_pool.data_dir),
              "--backup-folder", made.folder_url)
     )  # fmt: skip
-    summary = run.json
+    summary = run.json()
     assert summary["status"] == "Succeeded"
     assert summary["records"] == made.summary["records"]
     for name, version in made.keys.items():
@@ -190,10 +180,10 @@ def test_blob_container_with_a_sas_token(dev_pool: DevPool, azurite: Azurite) ->
     runs = [
         ok(mhsm("backup", "start", "--data-dir", data_dir, "--storage-container-uri", url, *auth))
     ]
-    folder_url = runs[0].json["folderUrl"]
+    folder_url = runs[0].json()["folderUrl"]
     assert folder_url.startswith(url + "/mhsm-")
     runs.append(ok(mhsm("backup", "list", "--storage-container-uri", url, *auth)))
-    (row,) = runs[-1].json
+    (row,) = runs[-1].json()
     assert row["complete"] is True
     assert row["url"] == folder_url
     runs.append(
@@ -205,6 +195,6 @@ def test_blob_container_with_a_sas_token(dev_pool: DevPool, azurite: Azurite) ->
     )  # fmt: skip
     last = json.loads(runs[-1].stdout.splitlines()[-1])
     runs.append(ok(mhsm("backup", "list", "--storage-container-uri", url, *auth)))
-    assert [r["url"] for r in runs[-1].json] == [last["folderUrl"]]
+    assert [r["url"] for r in runs[-1].json()] == [last["folderUrl"]]
     signature = sas.rsplit("sig=", 1)[1]
     assert all(signature not in r.stdout + r.stderr for r in runs)

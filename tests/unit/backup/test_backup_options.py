@@ -8,34 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_support import finished, svc
 from unit_stack import Stack
 
 from openmhsm.backup import jobs
 from openmhsm.backup.jobs import Job
-from openmhsm.backup.service import BackupService
 from openmhsm.config import PoolConfig
 from openmhsm.errors import Conflict, Forbidden
-
-
-def service(stack: Stack) -> BackupService:
-    assert stack.jobs is not None
-    return stack.jobs
-
-
-async def finished(stack: Stack, job: Job) -> Job:
-    group = job.status_path.split("/")[1]
-    for _ in range(1000):
-        current = await service(stack).status(job.id, group)
-        if current.status != jobs.IN_PROGRESS:
-            return current
-        await asyncio.sleep(0.002)
-    raise AssertionError("the job did not end")
 
 
 def test_the_backup_folder_is_named_when_the_job_starts(hsm: Any, tmp_path: Path) -> None:
     async def body(stack: Stack) -> None:
         await stack.keys.create("k", {"kty": "EC-HSM"})
-        started = await service(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
+        started = await svc(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
         assert started.folder_url and started.folder_url.startswith(f"file://{tmp_path}/c/mhsm-")
         assert started.wire()["azureStorageBlobContainerUri"] == started.folder_url
         done = await finished(stack, started)
@@ -48,7 +33,7 @@ def test_the_backup_folder_is_named_when_the_job_starts(hsm: Any, tmp_path: Path
 
 def test_a_folder_holding_a_failed_backups_files_is_never_reused(hsm: Any, tmp_path: Path) -> None:
     async def body(stack: Stack) -> None:
-        first = await service(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
+        first = await svc(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
         announced = first.folder_url
         assert announced is not None
         leftover = tmp_path / "c" / announced.rsplit("/", 1)[1]
@@ -66,7 +51,7 @@ def test_restore_progress_names_its_phase(hsm: Any, tmp_path: Path) -> None:
     async def body(stack: Stack) -> None:
         for n in range(5):
             await stack.keys.create(f"k{n}", {"kty": "EC-HSM"})
-        jobs_ = service(stack)
+        jobs_ = svc(stack)
         backup = await finished(
             stack, await jobs_.start_backup(f"file://{tmp_path}/c", None, False, pre=False)
         )
@@ -98,7 +83,7 @@ def test_directory_targets_stay_under_the_backup_dirs(hsm: Any, tmp_path: Path) 
     allowed.mkdir()
 
     async def body(stack: Stack) -> None:
-        jobs_ = service(stack)
+        jobs_ = svc(stack)
         jobs_.backup_dirs = (str(allowed),)
         with pytest.raises(Forbidden) as refused:
             await jobs_.start_backup(f"file://{tmp_path}/elsewhere", None, False, pre=False)
@@ -126,7 +111,7 @@ def test_backup_dirs_survive_the_pool_configuration() -> None:
 
 def test_a_retried_start_finds_its_running_job(hsm: Any, tmp_path: Path) -> None:
     async def body(stack: Stack) -> None:
-        jobs_ = service(stack)
+        jobs_ = svc(stack)
         uri = f"file://{tmp_path}/c"
         gate = asyncio.Event()
         real = jobs_.runs.run_backup

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_support import finished as wait
+from backup_support import plaintext, raw, svc
 from unit_stack import Stack
 
 from openmhsm.auth import roles
@@ -20,7 +22,6 @@ from openmhsm.backup import format as fmt
 from openmhsm.backup import full_backup, full_restore, jobs
 from openmhsm.backup.full_backup import BACKED_UP
 from openmhsm.backup.jobs import Job
-from openmhsm.backup.service import BackupService
 from openmhsm.errors import Conflict, NotFound
 from openmhsm.services import principals, rbac_index, records
 from openmhsm.storage.base import Entry
@@ -33,36 +34,6 @@ POLICY = {"lifetimeActions": [], "attributes": {"expiryTime": "P90D"}}
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def svc(stack: Stack) -> BackupService:
-    assert stack.jobs is not None, "build the stack with jobs=True"
-    return stack.jobs
-
-
-async def wait(stack: Stack, job: Job) -> Job:
-    group = job.status_path.split("/")[1]
-    for _ in range(1000):
-        current = await svc(stack).status(job.id, group)
-        if current.status != jobs.IN_PROGRESS:
-            return current
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"job {job.id} did not end")
-
-
-async def plaintext(stack: Stack) -> dict[str, bytes]:
-    """Every backed-up record of the pool as its view reads it."""
-    out: dict[str, bytes] = {}
-    for prefix in BACKED_UP:
-        out.update({e.key: e.value for e in await stack.view.list_page(prefix, limit=100_000)})
-    return out
-
-
-async def raw(stack: Stack) -> dict[str, bytes]:
-    """Everything in the pool's storage (sealed), except job records and the lock."""
-    page: list[Entry] = await stack.storage.list_page("", limit=100_000)
-    skip = (stack.view.prefix + jobs.LOG, stack.view.prefix + jobs.PREFIX)
-    return {e.key: e.value for e in page if not e.key.startswith(skip)}
 
 
 async def populate(stack: Stack) -> Principal:

@@ -13,26 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_support import plaintext, raw, svc
 from unit_stack import Stack
 
 from openmhsm.backup import format as fmt
 from openmhsm.backup import full_restore, jobs, service
-from openmhsm.backup.full_backup import BACKED_UP, read_manifest
+from openmhsm.backup.full_backup import read_manifest
 from openmhsm.backup.jobs import Job, JobStore, LockHolder, LockLost
-from openmhsm.backup.service import BackupService
 from openmhsm.backup.targets import DirectoryTarget
-from openmhsm.storage.base import Entry, TxnOp
+from openmhsm.storage.base import TxnOp
 
 Run = Callable[..., Any]
 EC = {"kty": "EC-HSM"}
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def svc(stack: Stack) -> BackupService:
-    assert stack.jobs is not None, "build the stack with jobs=True"
-    return stack.jobs
 
 
 async def wait(stack: Stack, job_id: str) -> Job:
@@ -42,20 +37,6 @@ async def wait(stack: Stack, job_id: str) -> Job:
             return current
         await asyncio.sleep(0.002)
     raise AssertionError(f"job {job_id} did not end")
-
-
-async def plaintext(stack: Stack) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for prefix in BACKED_UP:
-        out.update({e.key: e.value for e in await stack.view.list_page(prefix, limit=100_000)})
-    return out
-
-
-async def raw(stack: Stack) -> dict[str, bytes]:
-    """The pool's sealed storage, without job records and the lock."""
-    page: list[Entry] = await stack.storage.list_page("", limit=100_000)
-    skip = (stack.view.prefix + jobs.LOG, stack.view.prefix + jobs.PREFIX)
-    return {e.key: e.value for e in page if not e.key.startswith(skip)}
 
 
 async def staging(stack: Stack) -> list[str]:
