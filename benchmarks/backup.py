@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from benchmarks.pool_process import start_pool
+from openmhsm.auth import roles
 from openmhsm.client import connect
 from openmhsm.storage.base import Delete, Put
 from openmhsm.storage.registry import open_storage
@@ -32,6 +33,12 @@ API = "api-version=7.6"
 KEYS = int(os.environ.get("BENCH_BACKUP_KEYS", "5000"))
 VERSIONS = 3
 CONCURRENCY = 16
+ASSIGNMENTS = 50
+AUTHZ = "/providers/Microsoft.Authorization"
+CRYPTO_USER = (
+    "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/" + roles.CRYPTO_USER
+)
+SETTING = "AllowKeyManagementOperationsThroughARM"
 
 
 async def _post(http: httpx.AsyncClient, path: str, body: Any = None) -> None:
@@ -69,10 +76,25 @@ async def _populate(http: httpx.AsyncClient) -> None:
                 await _post(http, f"/keys/k{n}/rotate?{API}")
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    for n in range(ASSIGNMENTS):  # role assignments on keys, and a setting, to come back too
+        body = {"properties": {"principalId": str(uuid.uuid4()), "roleDefinitionId": CRYPTO_USER}}
+        made = await http.put(f"/keys/k{n}{AUTHZ}/roleAssignments/{uuid.uuid4()}?{API}", json=body)
+        assert made.status_code == 201, made.text
+    setting = await http.patch(f"/settings/{SETTING}?{API}", json={"value": "true"})
+    assert setting.status_code == 200, setting.text
+
+
+async def _assignments(http: httpx.AsyncClient) -> list[Any]:
+    found: list[Any] = []
+    for n in range(ASSIGNMENTS):
+        page = (await http.get(f"/keys/k{n}{AUTHZ}/roleAssignments?{API}")).json()
+        found += sorted((a["name"], a["properties"]["principalId"]) for a in page["value"])
+    return found
 
 
 async def _state(http: httpx.AsyncClient) -> dict[str, Any]:
-    """Every key's versions with their attributes and tags."""
+    """Every key's versions with their attributes and tags, the role assignments on keys, the
+    setting."""
     names: list[str] = []
     url: str | None = f"/keys?{API}&maxresults=25"
     while url:
@@ -89,7 +111,9 @@ async def _state(http: httpx.AsyncClient) -> dict[str, Any]:
             )
             return name, items
 
-    return dict(await asyncio.gather(*(versions(n) for n in names)))
+    keys = dict(await asyncio.gather(*(versions(n) for n in names)))
+    setting = (await http.get(f"/settings/{SETTING}?{API}")).json()["value"]
+    return {"keys": keys, "assignments": await _assignments(http), "setting": setting}
 
 
 async def _job(http: httpx.AsyncClient, method: str, path: str, body: Any) -> tuple[float, Any]:
@@ -160,9 +184,12 @@ async def run(data: Path, backups: Path) -> None:
         records = status["progress"]["total"]
         folder = status["azureStorageBlobContainerUri"]
         size = sum(f.stat().st_size for f in Path(folder[len("file://") :]).iterdir())
-        for n in range(0, KEYS, 2):  # change half the pool, delete the other half's tags...
+        for n in range(0, KEYS, 2):  # delete half the keys, add a version, change the rest
             await http.delete(f"/keys/k{n}?{API}")
         await http.post(f"/keys/k1/create?{API}", json={"kty": "oct-HSM"})
+        await http.patch(f"/settings/{SETTING}?{API}", json={"value": "false"})
+        extra = {"properties": {"principalId": str(uuid.uuid4()), "roleDefinitionId": CRYPTO_USER}}
+        await http.put(f"/keys/k1{AUTHZ}/roleAssignments/{uuid.uuid4()}?{API}", json=extra)
         body = {
             "sasTokenParameters": {"storageResourceUri": container, "useManagedIdentity": False},
             "folderToRestore": folder.rsplit("/", 1)[1],

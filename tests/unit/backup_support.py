@@ -43,3 +43,14 @@ async def raw(stack: Stack) -> dict[str, bytes]:
     page: list[Entry] = await stack.storage.list_page("", limit=100_000)
     skip = (stack.view.prefix + jobs.LOG, stack.view.prefix + jobs.PREFIX)
     return {e.key: e.value for e in page if not e.key.startswith(skip)}
+
+
+async def silent_take_over(service: BackupService) -> None:
+    """Look at the pool's lock twice, STALE_AFTER seconds of the partition's clock apart, as its
+    watchdog does: a lock unrenewed in between is taken over."""
+    now = [1_000.0]
+    service.clock = lambda: now[0]
+    service._observed = None  # what it saw by the real clock does not count
+    await service.take_over_stale()
+    now[0] += jobs.STALE_AFTER + 1
+    await service.take_over_stale()

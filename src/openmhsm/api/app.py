@@ -65,11 +65,11 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     routes = data_plane_routes(ctx)
     protected: ASGIApp = _RaisingRouter(routes)
     protected = Authorize(protected, routes, ctx.rbac)
+    if ctx.jobs is not None:  # after authentication: a stranger gets the 401 challenge first
+        protected = RestoreGate(protected, ctx.jobs.restoring)
     protected = Authenticate(
         protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok, ctx.external_issuers
     )
-    if ctx.jobs is not None:
-        protected = RestoreGate(protected, ctx.jobs.restoring)
     protected = ActivationGate(protected, ctx.current_state)
     protected = ApiVersionCheck(protected)
     protected = KeyVaultErrors(protected)

@@ -212,7 +212,7 @@ def peek_manifest(data: bytes) -> dict[str, Any]:
     Raises BackupInvalid."""
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BackupInvalid("The backup manifest is not JSON.") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise BackupInvalid("The folder holds no backup of a format this pool reads.")
@@ -233,7 +233,11 @@ def load_manifest(keys: BackupKeys, data: bytes, domain_id: str) -> Manifest:
             inner_code="SecurityDomainMismatch",
         )
     mac = body.pop("mac", None)
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(keys, body)):
+    if (
+        not isinstance(mac, str)
+        or not mac.isascii()
+        or not hmac.compare_digest(mac, _mac(keys, body))
+    ):
         raise BackupInvalid("The backup manifest failed authentication (altered or corrupt).")
     try:
         return _parse_manifest(body)

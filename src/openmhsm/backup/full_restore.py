@@ -72,23 +72,23 @@ async def stage(
 
 
 async def apply(view: Storage, holder: LockHolder, on_progress: Progress) -> None:
-    """Make the live records exactly the staged ones. Idempotent. Raises LockLost."""
+    """Make the live records exactly the staged ones: put every staged record, then delete the
+    live ones the backup lacks (so the pool is never without the restorer's role assignment,
+    which is staged). Idempotent. Raises LockLost."""
     prefix = staging_prefix(holder.held.job)
     await holder.beat(phase=APPLYING)
     staged: set[str] = set()
-    async for page in pages(view, prefix):
-        staged.update(entry.key[len(prefix) :] for entry in page)
     ops: list[TxnOp] = []
+    async for page in pages(view, prefix):
+        keys = [entry.key[len(prefix) :] for entry in page]
+        staged.update(keys)
+        ops += [Put(key, entry.value) for key, entry in zip(keys, page, strict=True)]
+        ops = await _flush_full(holder, ops)
+        await on_progress(len(staged))
     for live in BACKED_UP:
         async for page in pages(view, live):
             ops += [Delete(entry.key) for entry in page if entry.key not in staged]
             ops = await _flush_full(holder, ops)
-    done = 0
-    async for page in pages(view, prefix):
-        ops += [Put(entry.key[len(prefix) :], entry.value) for entry in page]
-        ops = await _flush_full(holder, ops)
-        done += len(page)
-        await on_progress(done)
     if ops:
         await holder.beat(extra=ops)
 
@@ -100,11 +100,18 @@ async def _flush_full(holder: LockHolder, ops: list[TxnOp]) -> list[TxnOp]:
     return ops
 
 
-async def drop_staging(view: Storage, job_id: str | None = None) -> None:
-    """Remove staged records (of one job, or of every job)."""
-    prefix = STAGING if job_id is None else staging_prefix(job_id)
+async def drop_staging(view: Storage, job_id: str, holder: LockHolder | None = None) -> None:
+    """Remove a job's staged records; with `holder`, every other job's too (what a crashed
+    rollback left), each batch under the lock, so a job that lost its lock deletes nothing."""
+    prefix = STAGING if holder is not None else staging_prefix(job_id)
+    start: str | None = None
     while True:
-        page = await view.list_page(prefix, limit=BATCH)
+        page = await view.list_page(prefix, start_after=start, limit=BATCH)
         if not page:
             return
-        await view.txn([Delete(entry.key) for entry in page])
+        deletes: list[TxnOp] = [Delete(entry.key) for entry in page]
+        if holder is not None:
+            await holder.beat(extra=deletes)
+        else:
+            await view.txn(deletes)
+        start = page[-1].key

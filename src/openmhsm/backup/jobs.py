@@ -28,8 +28,13 @@ PREFIX = "jobs/"
 ACTIVE = "jobs/active"
 FENCE = fence.FENCE
 LOG = "joblog/"
-STALE_AFTER = 15.0  # seconds without a heartbeat before another partition takes a job over
+# Seconds, on the observing partition's own monotonic clock, that a lock may go unrenewed (its
+# storage revision unchanged) before another partition takes the job over.
+STALE_AFTER = 15.0
 KEEP_ENDED = 7 * 86400  # seconds a job's status stays answerable after it ended
+# Checks and one-key restores hold no lock: one still InProgress this long after it started has
+# lost the partition running it.
+LIGHT_DEADLINE = 15 * 60
 
 IN_PROGRESS, SUCCEEDED, FAILED = "InProgress", "Succeeded", "Failed"
 BACKUP, PREBACKUP = "backup", "prebackup"
@@ -119,8 +124,9 @@ class Lock:
     def load(cls, data: bytes, revision: int) -> Lock:
         return cls(**json.loads(data), revision=revision)
 
-    def stale(self, now: float) -> bool:
-        return now - self.beat > STALE_AFTER
+
+def _last_moved(job: Job) -> int:
+    return job.end or job.start
 
 
 class JobIndex:
@@ -167,14 +173,22 @@ class JobStore:
         return None if entry is None else Job.load(entry.value)
 
     async def save(self, job: Job) -> None:
-        await self._view.put_if(LOG + job.id, job.dump())
+        """Record a job's progress or end, unless its record says it has ended already (another
+        partition took it over and ended it). Raises LockLost then."""
+        entry = await self._view.get(LOG + job.id)
+        if entry is not None and Job.load(entry.value).status != IN_PROGRESS:
+            raise LockLost(job.id)
+        try:
+            await self._view.put_if(LOG + job.id, job.dump(), entry.mod_revision if entry else 0)
+        except StorageConflict:
+            raise LockLost(job.id) from None
 
     async def prune(self, now: float) -> None:
         """Forget jobs that ended more than KEEP_ENDED seconds ago."""
         start: str | None = None
         while True:
             page = await self._view.list_page(LOG, start_after=start, limit=500)
-            old = [e for e in page if (Job.load(e.value).end or now) < now - KEEP_ENDED]
+            old = [e for e in page if _last_moved(Job.load(e.value)) < now - KEEP_ENDED]
             if old:
                 await self._view.txn([Delete(e.key, e.mod_revision) for e in old[:100]])
             if len(page) < 500:
@@ -233,12 +247,10 @@ class JobStore:
         return replace(moved, revision=revision, fence_revision=fence)
 
     async def take_over(self, seen: Lock) -> Lock:
-        """Claim a stale lock. Raises LockLost when another partition claimed it first."""
-        current = await self.current_lock()
-        if current is None or current.job != seen.job:
-            raise LockLost(seen.job)
+        """Claim the lock as it was read from storage (`seen`, with its revision). Raises
+        LockLost when it has changed since: renewed by its owner or claimed by another."""
         fence = await self.fence_revision()
-        return await self.beat(replace(current, fence_revision=fence))
+        return await self.beat(replace(seen, fence_revision=fence))
 
     async def finish(self, job: Job, held: Lock | None) -> None:
         """Record the job's end and release the lock and fence it held, in one transaction.

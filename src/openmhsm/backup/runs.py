@@ -22,6 +22,7 @@ from openmhsm.storage.base import Storage, StorageCompacted
 
 log = logging.getLogger(__name__)
 BEAT_EVERY = 3.0
+STAGING_DEADLINE = 3600.0  # seconds a full restore may spend reading and staging the backup
 UNCHANGED = "The pool is unchanged."
 STAGING_DETAILS = "Checking the backup and staging its records; the pool is unchanged so far."
 APPLYING_DETAILS = "Replacing the pool's records with the backup's."
@@ -89,7 +90,12 @@ class JobRuns:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(BEAT_EVERY)
-                await holder.beat()
+                try:
+                    await holder.beat()
+                except LockLost:
+                    raise
+                except Exception as exc:  # storage briefly unavailable: the next beat may do
+                    log.warning("renewing the lock of job %s failed: %s", holder.held.job, exc)
 
         beating = asyncio.create_task(beat())
         working = asyncio.create_task(work)
@@ -99,10 +105,13 @@ class JobRuns:
             beating.cancel()
             if not working.done():  # the lock was lost: another partition runs the job now
                 working.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LockLost):
-                await beating
-            with contextlib.suppress(asyncio.CancelledError, LockLost):
-                await working
+            for task in (beating, working):
+                try:
+                    await task
+                except (asyncio.CancelledError, LockLost):
+                    pass
+                except Exception:
+                    log.exception("job %s stopped", holder.held.job)
 
     async def run_backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
         await self.with_heartbeat(holder, self._backup(job, holder, target))
@@ -165,7 +174,7 @@ class JobRuns:
         keep: list[tuple[str, bytes]],
     ) -> None:
         try:
-            await full_restore.drop_staging(self.view)  # what a crashed rollback left behind
+            await full_restore.drop_staging(self.view, job.id, holder)  # a crashed rollback's
             domain_id, keys = self._keys()
             manifest = await read_manifest(target, folder, keys, domain_id)
             job.total = manifest.total
@@ -173,9 +182,16 @@ class JobRuns:
             job.phase = "staging"
             await self.store.save(job)
             progress = lambda n: self._progress(job, n)  # noqa: E731
-            await full_restore.stage(holder, target, folder, manifest, keys, keep, progress)
+            async with asyncio.timeout(STAGING_DEADLINE):  # a trickling store can't hold the fence
+                await full_restore.stage(holder, target, folder, manifest, keys, keep, progress)
         except LockLost:
             raise
+        except TimeoutError:
+            late = ServiceUnavailable(
+                "Reading the backup took too long; the restore was abandoned."
+            )
+            await self.roll_back(job, holder, late, UNCHANGED)
+            return
         except Exception as exc:
             log.warning("restore job %s failed before applying: %s", job.id, exc)
             await self.roll_back(job, holder, as_error(exc), UNCHANGED)
@@ -185,7 +201,7 @@ class JobRuns:
         await self.roll_forward(job, holder, f"Restored {job.total} records.")
 
     async def roll_back(self, job: Job, holder: LockHolder, error: MhsmError, details: str) -> None:
-        await full_restore.drop_staging(self.view, job.id)
+        await full_restore.drop_staging(self.view, job.id, holder)
         await holder.finish(job.failed(error, details))
 
     async def roll_forward(self, job: Job, holder: LockHolder, details: str) -> None:

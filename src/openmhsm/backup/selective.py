@@ -1,6 +1,6 @@
 """Selective key restore: one key, with all its versions and its rotation policy, from a full
-backup. The key's records become the backup's in one transaction; a key soft-deleted under that
-name must be recovered or purged first."""
+backup. The key's records become the backup's in one transaction that compares on every record's
+revision; a key soft-deleted under that name must be recovered or purged first."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from openmhsm.backup import format as fmt
 from openmhsm.backup.targets import BackupTarget
 from openmhsm.errors import Conflict, KeyNotFound
 from openmhsm.services import records, validation
-from openmhsm.services.key_cache import KeyCache
+from openmhsm.services.key_cache import Attempt, KeyCache
 from openmhsm.storage.base import Delete, Put, TxnOp
 
 MAX_OPS = 1000  # under etcd's --max-txn-ops as the pool runs it (cluster/etcd_cluster.py)
@@ -36,21 +36,27 @@ async def restore_key(
         ]
     if not any(path == records.current_path(name) for path, _ in found):
         raise KeyNotFound(f"The backup holds no key named '{name}'.")
-    await cache.read_through(name)
-    if cache.get(records.deleted_path(name)) is not None:
-        raise Conflict(
-            f"Key '{name}' is deleted; recover or purge it before restoring it from a backup.",
-            inner_code="KeyDeleted",
-        )
     wanted = {path for path, _ in found}
-    changes: list[tuple[TxnOp, Any]] = [
-        (Delete(path, cache.revision_of(path)), None)
-        for path in sorted(cache.paths_of(name))
-        if path not in wanted
-    ]
-    changes += [(Put(path, value), None) for path, value in found]
-    changes.append((Delete(records.deleted_path(name), 0), None))
-    if len(changes) > MAX_OPS:
-        raise Conflict(f"Key '{name}' has too many versions to restore in one transaction.")
-    await cache.commit(changes)
-    return sum(1 for path, _ in found if not path.rsplit("/", 1)[1].startswith("@"))
+    versions = sum(1 for path in wanted if not path.rsplit("/", 1)[1].startswith("@"))
+
+    async def attempt() -> Attempt[int]:
+        """Against the key as the cache holds it: every write compares on its revision, so a
+        version made meanwhile is seen (the write is built again), never left beside these."""
+        if cache.get(records.deleted_path(name)) is not None:
+            raise Conflict(
+                f"Key '{name}' is deleted; recover or purge it before restoring it from a backup.",
+                inner_code="KeyDeleted",
+            )
+        changes: list[tuple[TxnOp, Any]] = [
+            (Delete(path, cache.revision_of(path)), None)
+            for path in sorted(cache.paths_of(name))
+            if path not in wanted
+        ]
+        changes += [(Put(path, value, cache.revision_of(path)), None) for path, value in found]
+        changes.append((Delete(records.deleted_path(name), 0), None))
+        if len(changes) > MAX_OPS:
+            raise Conflict(f"Key '{name}' has too many versions to restore in one transaction.")
+        return changes, versions
+
+    await cache.read_through(name)
+    return await cache.write(name, attempt)

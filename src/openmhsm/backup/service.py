@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from openmhsm.auth import roles
 from openmhsm.backup import format as fmt
 from openmhsm.backup import jobs, targets
+from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.backup.jobs import Job, JobIndex, JobStore, Lock, LockHolder, LockLost
 from openmhsm.backup.runs import UNCHANGED, JobRuns
 from openmhsm.domain.secrets import DomainSecrets
@@ -27,6 +27,9 @@ from openmhsm.types import Principal
 
 log = logging.getLogger(__name__)
 WATCH_EVERY = 2.0
+PRUNE_EVERY = 600.0
+MAX_LIGHT_JOBS = 4  # checks and one-key restores running at once on a partition
+LIGHT_KINDS = (jobs.PREBACKUP, jobs.PRERESTORE, jobs.SELECTIVE)
 
 
 class BackupService:
@@ -55,13 +58,15 @@ class BackupService:
         cache.attach(jobs.PREFIX, self.index)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
+        self.clock: Callable[[], float] = time.monotonic
+        self._observed: tuple[int, float] | None = None  # (lock revision, when first seen)
 
     # --- starting jobs -------------------------------------------------------------------
 
     def _check_dir(self, target: targets.BackupTarget) -> targets.BackupTarget:
         """A directory target must lie under one of the pool's backup directories, when the
         pool names any (`mhsm up --backup-dir`). Raises Forbidden."""
-        if self.backup_dirs and isinstance(target, targets.DirectoryTarget):
+        if self.backup_dirs and isinstance(target, DirectoryTarget):
             root = target.root.resolve()
             if not any(root.is_relative_to(Path(d).resolve()) for d in self.backup_dirs):
                 target.close()
@@ -90,6 +95,7 @@ class BackupService:
         )
         job = self._new_job(jobs.PREBACKUP if pre else jobs.BACKUP, request_id)
         if pre:
+            self._admit(job.kind)
             await self.store.start(job)
             self._spawn(job, self.runs.pre_backup(job, target))
             return job
@@ -116,6 +122,7 @@ class BackupService:
         self._check_dir(target)
         job = self._new_job(jobs.PRERESTORE if pre else jobs.RESTORE, request_id)
         if pre:
+            self._admit(job.kind)
             await self.store.start(job)
             self._spawn(job, self.runs.pre_restore(job, target, folder))
             return job
@@ -134,6 +141,7 @@ class BackupService:
         target, folder = targets.open_folder(uri, folder, token=token, use_managed_identity=managed)
         self._check_dir(target)
         job = self._new_job(jobs.SELECTIVE, None)
+        self._admit(job.kind)
         await self.store.start(job)
         self._spawn(job, self.runs.run_selective(job, target, folder, name))
         return job
@@ -149,7 +157,11 @@ class BackupService:
         except Conflict:
             target.close()
             running = await self.store.running_job()
-            if job.request_id and running and running.request_id == job.request_id:
+            same = running is not None and (running.request_id, running.kind) == (
+                job.request_id,
+                job.kind,
+            )
+            if job.request_id and same:
                 return None
             raise
         except BaseException:
@@ -171,6 +183,11 @@ class BackupService:
         job = await self.store.get(job_id) if len(job_id) <= 64 else None
         if job is None or job.status_path.split("/")[1] != group:
             raise NotFound(f"No {group} job '{job_id[:64]}' was found.", inner_code="JobNotFound")
+        lost = job.kind in LIGHT_KINDS and job.status == jobs.IN_PROGRESS
+        if lost and job.id not in self._running and time.time() - job.start > jobs.LIGHT_DEADLINE:
+            job = job.failed(ServiceUnavailable("The partition running the job stopped."))
+            with contextlib.suppress(LockLost):
+                await self.store.save(job)
         return job
 
     def restoring(self) -> str | None:
@@ -178,8 +195,19 @@ class BackupService:
 
     # --- running them --------------------------------------------------------------------
 
+    def _admit(self, kind: str) -> None:
+        """Raise ServiceUnavailable (the SDKs retry it) when too many lock-free jobs run here:
+        each reads backup files into memory."""
+        light = sum(1 for t in self._tasks if t.get_name().startswith("light-"))
+        if kind in LIGHT_KINDS and light >= MAX_LIGHT_JOBS:
+            raise ServiceUnavailable(
+                "Too many backup checks and key restores are running; try again shortly.",
+                inner_code="TooManyJobs",
+            )
+
     def _spawn(self, job: Job, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"job-{job.id}")
+        kind = "light" if job.kind in LIGHT_KINDS else "job"
+        task = asyncio.create_task(work, name=f"{kind}-{job.id}")
         self._running.add(job.id)
         self._tasks.add(task)
 
@@ -190,7 +218,9 @@ class BackupService:
         task.add_done_callback(done)
 
     async def _keeper_records(self, principal: Principal | None) -> list[tuple[str, bytes]]:
-        """The records that keep the restoring principal an administrator of the pool."""
+        """The records that keep the restoring principal what it is now: its own record (one of
+        ours) and its role assignments at `/` with any custom roles they name. Never more: a
+        principal allowed only to restore gains nothing by restoring."""
         if principal is None:
             return []
         keep: list[tuple[str, bytes]] = []
@@ -198,11 +228,24 @@ class BackupService:
         entry = await self.view.get(path) if path is not None else None
         if entry is not None:
             keep.append((entry.key, entry.value))
-        key = f"openmhsm:{principal.object_id}:{roles.ADMINISTRATOR}:/"
-        name = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
-        assignment = rbac_index.RoleAssignment(name, "/", principal.object_id, roles.ADMINISTRATOR)
-        keep.append((rbac_index.assignment_path(name), rbac_index.dump_assignment(assignment)))
-        return keep
+        me = rbac_index.principal_key(principal.object_id)
+        start: str | None = None
+        while True:
+            page = await self.view.list_page(rbac_index.ASSIGNMENTS, start_after=start, limit=500)
+            for found in page:
+                assignment = rbac_index.load_assignment(found.value)
+                if (
+                    assignment.scope != "/"
+                    or rbac_index.principal_key(assignment.principal_id) != me
+                ):
+                    continue
+                keep.append((found.key, found.value))
+                if assignment.role_id not in roles.BUILT_IN_ROLES:
+                    role = await self.view.get(rbac_index.definition_path(assignment.role_id))
+                    keep += [(role.key, role.value)] if role is not None else []
+            if len(page) < 500:
+                return keep
+            start = page[-1].key
 
     # --- taking over a dead partition's job ---------------------------------------------
 
@@ -218,21 +261,38 @@ class BackupService:
                 await task
 
     async def _watch(self) -> None:
+        pruned = self.clock()
         while True:
             await asyncio.sleep(WATCH_EVERY)
             try:
                 await self.take_over_stale()
+                if self.clock() - pruned > PRUNE_EVERY:
+                    pruned = self.clock()
+                    await self.store.prune(time.time())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("checking for a stalled job failed")
 
     async def take_over_stale(self) -> None:
-        """If the partition running the pool's full job stopped renewing its lock, end the job
-        (roll a restore forward once it began applying; otherwise fail it, pool unchanged)."""
-        seen = self.index.lock()
-        if seen is None or seen.job in self._running or not seen.stale(time.time()):
+        """If the pool's full job is run by another partition that has stopped renewing its
+        lock (the same lock revision for STALE_AFTER seconds of this partition's clock: no
+        trust in other hosts' clocks or in this one's watch), end the job: roll a restore
+        forward once it began applying; otherwise fail it, pool unchanged."""
+        if self.index.lock() is None:
+            self._observed = None
             return
+        seen = await self.store.current_lock()  # from storage: the watch may lag
+        if seen is None or seen.job in self._running:
+            self._observed = None
+            return
+        now = self.clock()
+        if self._observed is None or self._observed[0] != seen.revision:
+            self._observed = (seen.revision, now)  # renewed since we last looked
+            return
+        if now - self._observed[1] < jobs.STALE_AFTER:
+            return
+        self._observed = None
         try:
             held = await self.store.take_over(seen)
         except LockLost:

@@ -9,17 +9,12 @@ no message or repr quotes a SAS token.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import os
 import re
-import shutil
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from openmhsm.errors import BadParameter, MhsmError
 
@@ -27,6 +22,12 @@ MAX_URI_CHARS = 2048
 MAX_FOLDER_CHARS = 1024
 MAX_NAME_CHARS = 255
 MAX_TOKEN_CHARS = 4096
+_AZURE_STORAGE_SUFFIXES = (
+    ".blob.core.windows.net",
+    ".blob.core.chinacloudapi.cn",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.storage.azure.net",
+)
 MANIFEST = "manifest.json"
 PROBE_PREFIX = ".openmhsm-probe-"
 CONTAINER_NOT_FOUND = "The storage container was not found."
@@ -173,6 +174,8 @@ def object_too_large(folder: str, name: str, max_bytes: int) -> str:
 
 def _open(location: Location, token: str | None, use_managed_identity: bool) -> BackupTarget:
     if isinstance(location, Path):
+        from openmhsm.backup.dir_target import DirectoryTarget
+
         return DirectoryTarget(location)
     sas = _sas_token(token)
     if sas is not None and use_managed_identity:
@@ -186,7 +189,29 @@ def _open(location: Location, token: str | None, use_managed_identity: bool) -> 
         raise BadParameter("A blob storage URI needs a SAS token or useManagedIdentity.")
     if location.scheme != "https":
         raise BadParameter("The managed identity can authenticate to storage only over https.")
+    if not _is_storage_host(location.netloc):
+        # Its token is good for every storage account the identity may use: it goes only to
+        # Azure Storage (or an emulator on this machine), never to a host a caller names.
+        raise BadParameter(
+            "The managed identity authenticates only to Azure Storage "
+            "(<account>.blob.core.windows.net and the sovereign clouds' equivalents) or to an "
+            "emulator on this machine."
+        )
     return blob_target.with_managed_identity(location)
+
+
+def _is_storage_host(netloc: str) -> bool:
+    host = urlsplit(f"//{netloc}").hostname or ""
+    return host.endswith(_AZURE_STORAGE_SUFFIXES) or _is_loopback(host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _split_uri(uri: str) -> tuple[SplitResult, list[str]]:
@@ -223,8 +248,10 @@ def _split_location(
     if parts.scheme not in ("https", "http"):
         raise BadParameter("The storage URI must be an https:// blob container or a file:// path.")
     path_style = _is_path_style(parts.hostname or "")
-    if parts.scheme == "http" and not path_style:
-        raise BadParameter("Plain http is allowed only for a storage emulator; use https.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        # Not to other hosts: the SAS token would travel in clear, and a caller could make the
+        # pool send requests into its own network.
+        raise BadParameter("Plain http is allowed only for a storage emulator on this machine.")
     cut = 2 if path_style else 1
     if len(segments) < cut + with_folder:
         form = "<account>/<container>" if path_style else "<container>"
@@ -271,105 +298,3 @@ def _check_segment(segment: str, what: str) -> str:
     if _CONTROL.search(segment) or "\\" in segment:
         raise BadParameter(f"The {what} must not contain control characters or '\\'.")
     return segment
-
-
-class DirectoryTarget:
-    """A directory as the container: a folder is a subdirectory, an object a file in it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.container_url = "file://" + quote(str(root))
-
-    def __repr__(self) -> str:
-        return f"DirectoryTarget({self.container_url!r})"
-
-    def folder_url(self, folder: str) -> str:
-        return f"{self.container_url}/{quote(check_folder(folder))}"
-
-    async def check_writable(self) -> None:
-        await _in_thread(self._probe, "The parent of the backup directory does not exist.")
-
-    async def check_readable(self, folder: str) -> None:
-        if not await self.exists(folder, MANIFEST):
-            raise TargetError(folder_not_found(folder))
-
-    async def exists(self, folder: str, name: str) -> bool:
-        path = self._path(folder, name)
-        return await _in_thread(path.is_file, CONTAINER_NOT_FOUND)
-
-    async def write(self, folder: str, name: str, data: bytes) -> None:
-        path = self._path(folder, name)
-        await _in_thread(lambda: self._write(path, data), CONTAINER_NOT_FOUND)
-
-    async def read(self, folder: str, name: str, max_bytes: int) -> bytes:
-        path = self._path(folder, name)
-        data = await _in_thread(
-            lambda: _read_at_most(path, max_bytes + 1), object_not_found(folder, name)
-        )
-        if len(data) > max_bytes:
-            raise TargetError(object_too_large(folder, name, max_bytes))
-        return data
-
-    async def list_folders(self, prefix: str = "mhsm-") -> list[str]:
-        check_prefix(prefix)
-        return await _in_thread(lambda: self._list(prefix), CONTAINER_NOT_FOUND)
-
-    async def delete_folder(self, folder: str) -> None:
-        path = self.root / check_folder(folder)
-        await _in_thread(lambda: _remove_tree(path), CONTAINER_NOT_FOUND)
-
-    def close(self) -> None:
-        pass
-
-    def _path(self, folder: str, name: str) -> Path:
-        return self.root / check_folder(folder) / check_name(name)
-
-    def _probe(self) -> None:
-        self.root.mkdir(exist_ok=True)
-        probe = self.root / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-
-    def _write(self, path: Path, data: bytes) -> None:
-        # The container may be new, its parent may not; a crash leaves no half-written object.
-        self.root.mkdir(exist_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            with partial.open("wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-
-    def _list(self, prefix: str) -> list[str]:
-        return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if entry.name.startswith(prefix) and not entry.name.startswith(".") and entry.is_dir()
-        )
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-
-
-def _read_at_most(path: Path, limit: int) -> bytes:
-    with path.open("rb") as file:
-        return file.read(limit)
-
-
-async def _in_thread(fn: Callable[[], T], missing: str) -> T:
-    """`fn()` in a worker thread, its OSErrors as TargetError (`missing` for a missing path)."""
-    try:
-        return await asyncio.to_thread(fn)
-    except FileNotFoundError:
-        raise TargetError(missing) from None
-    except PermissionError:
-        raise TargetError("Access to the backup directory was denied.") from None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TargetError(f"The backup directory could not be used: {reason}.") from None

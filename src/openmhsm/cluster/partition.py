@@ -27,6 +27,7 @@ from openmhsm.cluster.draining import DrainingServer
 from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
+from openmhsm.services import fence
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
@@ -153,7 +154,12 @@ class Partition:
         principals = PrincipalStore(view, self.clock)
         rbac = RbacService(cache)
         if self.settings.bootstrap_admin:
-            self.admin = await self._ensure_admin(principals, rbac)
+            # While a full restore is under way nothing may be written; this partition's job
+            # watchdog finishes the restore if the partition running it died.
+            fenced = await view.get(fence.FENCE) is not None
+            self.admin = (
+                self._saved_admin() if fenced else await self._ensure_admin(principals, rbac)
+            )
         issuer = f"{self.config.url}/{self.config.tenant_id}/v2.0"
         ports = (self.config.port, self.settings.own_port, *self.settings.pool_ports)
         tokens = TokenService(secrets.token_signing_key(), issuer, self.clock)
@@ -215,6 +221,12 @@ class Partition:
         self.external = TrustedIssuers(self.config.trusted_issuers, self.clock, tls)
         await self.external.start()
         return self.external
+
+    def _saved_admin(self) -> AdminCredentials | None:
+        if not self.data.admin.exists():
+            return None
+        saved = read_json(self.data.admin)
+        return AdminCredentials(saved["client_id"], saved["client_secret"])
 
     async def _ensure_admin(
         self, principals: PrincipalStore, rbac: RbacService

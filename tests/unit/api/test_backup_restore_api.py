@@ -349,6 +349,8 @@ def test_during_a_full_restore_only_status_is_served(make_api: Make) -> None:
     status = api.client.get(f"/restore/{restoring.id}/pending")
     assert status.status_code == 200 and status.json()["status"] == "InProgress"
     check_error(api.client.get("/backup/other/pending"), 404, "NotFound")
+    stranger = api.send_anonymous("GET", url("/keys/k1/"))  # the challenge first, not the job
+    assert stranger.status_code == 401 and restoring.id not in stranger.text
 
     api.call(service(api).store.finish, restoring.succeeded(), held)
     assert api.call(api.stack.cache.catch_up)

@@ -11,7 +11,8 @@ import pytest
 from backup_support import finished, svc
 from unit_stack import Stack
 
-from openmhsm.backup import jobs
+from openmhsm.backup import jobs, runs
+from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.backup.jobs import Job
 from openmhsm.config import PoolConfig
 from openmhsm.errors import Conflict, Forbidden
@@ -130,5 +131,81 @@ def test_a_retried_start_finds_its_running_job(hsm: Any, tmp_path: Path) -> None
             await jobs_.start_backup(uri, None, False, pre=False)
         gate.set()
         assert (await finished(stack, first)).status == jobs.SUCCEEDED
+
+    hsm(body, jobs=True)
+
+
+def test_a_job_ended_elsewhere_is_not_written_back_to_in_progress(hsm: Any) -> None:
+    async def body(stack: Stack) -> None:
+        store = svc(stack).store
+        job = Job(jobs.new_job_id(), jobs.BACKUP)
+        held = await store.start(job, lock=True)
+        assert held is not None
+        taken = await store.take_over(held)
+        await store.finish(job.failed(Conflict("taken over")), taken)
+        job.done = 5  # the old owner, still running, reports progress
+        with pytest.raises(jobs.LockLost):
+            await store.save(job)
+        ended = await store.get(job.id)
+        assert ended is not None and ended.status == jobs.FAILED
+
+    hsm(body, jobs=True)
+
+
+def test_selective_restore_sees_a_version_made_meanwhile(hsm: Any, tmp_path: Path) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("k", {"kty": "EC-HSM"})
+        backed_up = sorted(stack.cache.iter_versions("k"))
+        done = await finished(
+            stack, await svc(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
+        )
+        assert done.folder_url is not None
+        container, folder = done.folder_url.rsplit("/", 1)
+        peer = await stack.peer()
+        real = stack.cache.read_through
+        rotated: list[str] = []
+
+        async def read_then_race(name: str) -> None:
+            await real(name)
+            if not rotated:  # another partition rotates the key between read and write
+                rotated.append((await peer.keys.rotate("k")).version)
+
+        stack.cache.read_through = read_then_race  # type: ignore[method-assign]
+        job = await svc(stack).start_selective("k", container, None, False, folder)
+        assert (await finished(stack, job)).status == jobs.SUCCEEDED
+        assert rotated
+        assert await stack.cache.catch_up()
+        assert sorted(stack.cache.iter_versions("k")) == backed_up
+
+    hsm(body, jobs=True)
+
+
+def test_a_restore_whose_backup_cannot_be_read_in_time_is_abandoned(
+    hsm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("k", {"kty": "EC-HSM"})
+        done = await finished(
+            stack, await svc(stack).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
+        )
+        assert done.folder_url is not None
+        container, folder = done.folder_url.rsplit("/", 1)
+        await stack.keys.create("after", {"kty": "EC-HSM"})
+        original = DirectoryTarget.read
+
+        async def trickle(self: DirectoryTarget, folder: str, name: str, limit: int) -> bytes:
+            if name.startswith("records-"):
+                await asyncio.sleep(3600)
+            return await original(self, folder, name, limit)
+
+        monkeypatch.setattr(DirectoryTarget, "read", trickle)
+        monkeypatch.setattr(runs, "STAGING_DEADLINE", 0.05)
+        job = await svc(stack).start_restore(
+            container, None, False, folder, principal=None, pre=False
+        )
+        ended = await finished(stack, job)
+        assert ended.status == jobs.FAILED and ended.details == "The pool is unchanged."
+        assert svc(stack).restoring() is None
+        assert stack.cache.names() == ["after", "k"]
 
     hsm(body, jobs=True)

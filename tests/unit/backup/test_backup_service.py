@@ -5,16 +5,14 @@ on, selective key restore, the restore fence, and the job lock."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backup_support import finished as wait
-from backup_support import plaintext, raw, svc
+from backup_support import plaintext, raw, silent_take_over, svc
 from unit_stack import Stack
 
 from openmhsm.auth import roles
@@ -23,7 +21,7 @@ from openmhsm.backup import full_backup, full_restore, jobs
 from openmhsm.backup.full_backup import BACKED_UP
 from openmhsm.backup.jobs import Job
 from openmhsm.errors import Conflict, NotFound
-from openmhsm.services import principals, rbac_index, records
+from openmhsm.services import principals, rbac, rbac_index, records
 from openmhsm.storage.base import Entry
 from openmhsm.types import Principal
 
@@ -102,6 +100,9 @@ def test_restore_into_a_pool_of_the_same_domain(hsm: Run, tmp_path: Path) -> Non
 
         b = await a.same_domain_pool()
         operator, _ = await b.principals.create("operator")
+        b_rbac = rbac.RbacService(b.cache)  # an Administrator at "/" (kept) and on a key (not)
+        await b_rbac.ensure_assignment(operator.object_id, roles.ADMINISTRATOR)
+        await b_rbac.ensure_assignment(operator.object_id, roles.CRYPTO_USER, "/keys/extra")
         await b.keys.create("extra", EC)
         await b.keys.create("k0", EC)  # a name both have: the backup's versions win
         await b.keys.create("trash", EC)
@@ -113,7 +114,7 @@ def test_restore_into_a_pool_of_the_same_domain(hsm: Run, tmp_path: Path) -> Non
         restored = await plaintext(b)
         kept = {k: v for k, v in restored.items() if k not in expected}
         assert {k: v for k, v in restored.items() if k in expected} == expected
-        # the operator keeps its principal record and Managed HSM Administrator, nothing else
+        # the operator keeps its principal record and its Administrator role at "/", nothing else
         record = principals.record_path(operator.client_id)
         assert record is not None and set(kept) == {record, *_assignments_of(kept, operator)}
         (assignment,) = [
@@ -131,6 +132,27 @@ def test_restore_into_a_pool_of_the_same_domain(hsm: Run, tmp_path: Path) -> Non
         assert await b.view.list_page(full_restore.STAGING) == []
         assert svc(b).restoring() is None
         await b.keys.create("after", EC)  # writes work again
+
+    hsm(body, **FULL)
+
+
+def test_a_restorer_gains_no_role_by_restoring(hsm: Run, tmp_path: Path) -> None:
+    """A principal allowed only to restore keeps what it holds at "/" (Managed HSM Restore),
+    not Managed HSM Administrator."""
+
+    async def body(a: Stack) -> None:
+        await populate(a)
+        uri, folder = await backup(a, tmp_path / "c")
+        b = await a.same_domain_pool()
+        restorer, _ = await b.principals.create("restorer")
+        b_rbac = rbac.RbacService(b.cache)
+        await b_rbac.ensure_assignment(restorer.object_id, roles.RESTORE)
+        done = await restore(b, uri, folder, restorer)
+        assert done.status == jobs.SUCCEEDED, done.error
+        await b.cache.catch_up()
+        held = {a.role_id for a in b_rbac.list_assignments("/", rbac.parse_filter(None))
+                if a.principal_id == restorer.object_id}  # fmt: skip
+        assert held == {roles.RESTORE}
 
     hsm(body, **FULL)
 
@@ -329,18 +351,14 @@ def test_a_stalled_backup_is_failed_by_another_partition(
     async def body(a: Stack) -> None:
         job = await svc(a).start_backup(f"file://{tmp_path}/c", None, False, pre=False)
         await asyncio.wait_for(reached.wait(), 5)
-        lock = await svc(a).store.current_lock()
-        assert lock is not None
-        old = dataclasses.replace(lock, beat=time.time() - jobs.STALE_AFTER - 1)
-        await a.view.put_if(jobs.ACTIVE, old.dump(), lock.revision)
         assert await a.cache.catch_up()
-        await svc(a).take_over_stale()  # its own job, still running here: left alone
+        await silent_take_over(svc(a))  # its own job, still running here: left alone
         assert (await svc(a).status(job.id, "backup")).status == jobs.IN_PROGRESS
         await svc(a).close()  # the partition dies
 
         peer = await a.peer()
         assert await peer.cache.catch_up()
-        await svc(peer).take_over_stale()
+        await silent_take_over(svc(peer))
         done = await svc(peer).status(job.id, "backup")
         assert done.status == jobs.FAILED and done.error is not None
         assert done.error["code"] == "ServiceUnavailable"

@@ -6,21 +6,19 @@ forward."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_support import plaintext, raw, svc
+from backup_support import plaintext, raw, silent_take_over, svc
 from unit_stack import Stack
 
 from openmhsm.backup import format as fmt
 from openmhsm.backup import full_restore, jobs, service
+from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.backup.full_backup import read_manifest
 from openmhsm.backup.jobs import Job, JobStore, LockHolder, LockLost
-from openmhsm.backup.targets import DirectoryTarget
 from openmhsm.storage.base import TxnOp
 
 Run = Callable[..., Any]
@@ -89,12 +87,10 @@ def small(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def make_stale(stack: Stack) -> jobs.Lock:
-    """Age the pool lock's heartbeat past STALE_AFTER, as a dead partition leaves it."""
+    """The pool lock as the dead partition left it (unrenewed from now on)."""
     lock = await svc(stack).store.current_lock()
     assert lock is not None
-    old = dataclasses.replace(lock, beat=time.time() - jobs.STALE_AFTER - 5)
-    await stack.view.put_if(jobs.ACTIVE, old.dump(), lock.revision)
-    return old
+    return lock
 
 
 # --- the phases, driven directly -------------------------------------------------------------
@@ -155,7 +151,15 @@ def test_drop_staging_of_one_job_or_all(hsm: Run, small: None) -> None:
         await b.view.txn([Put("staging-not/x", b"v"), Put("keys/k/1", b"v")])
         await full_restore.drop_staging(b.view, "j1")
         assert {k.split("/")[1] for k in await staging(b)} == {"j2"}
-        await full_restore.drop_staging(b.view)
+        store = JobStore(b.view, 0)
+        held = await store.start(Job("j3", jobs.RESTORE), lock=True, fence=True)
+        assert held is not None
+        stale = LockHolder(store, held)
+        owner = LockHolder(store, await store.take_over(held))
+        with pytest.raises(LockLost):  # a job that lost its lock deletes nothing
+            await full_restore.drop_staging(b.view, "j3", stale)
+        assert {k.split("/")[1] for k in await staging(b)} == {"j2"}
+        await full_restore.drop_staging(b.view, "j3", owner)  # under the lock: every job's
         assert await staging(b) == []
         assert await b.view.get("staging-not/x") is not None
         assert await b.view.get("keys/k/1") is not None
@@ -198,7 +202,7 @@ def test_a_partition_dying_while_staging_rolls_back(
         lock = await make_stale(b)
         assert lock.phase == jobs.STAGING
         assert await peer.cache.catch_up()
-        await svc(peer).take_over_stale()
+        await silent_take_over(svc(peer))
         done = await wait(peer, job.id)
         assert done.status == jobs.FAILED and done.error is not None
         assert done.error["code"] == "ServiceUnavailable"
@@ -261,7 +265,7 @@ def test_a_partition_dying_while_applying_rolls_forward(
         assert lock.phase == jobs.APPLYING
         assert await peer.cache.catch_up()
         assert svc(peer).restoring() == job.id
-        await svc(peer).take_over_stale()
+        await silent_take_over(svc(peer))
         done = await wait(peer, job.id)
         assert done.status == jobs.SUCCEEDED, done.error
         assert done.details is not None

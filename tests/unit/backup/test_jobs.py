@@ -159,11 +159,8 @@ def test_two_partitions_taking_over_at_once_one_wins(hsm: Run) -> None:
     hsm(body)
 
 
-def test_lock_staleness() -> None:
+def test_lock_round_trip() -> None:
     lock = Lock("j", jobs.BACKUP, 0, jobs.BACKUP, beat=1000.0)
-    assert not lock.stale(1000.0)
-    assert not lock.stale(1000.0 + jobs.STALE_AFTER)
-    assert lock.stale(1000.0 + jobs.STALE_AFTER + 0.01)
     assert Lock.load(lock.dump(), 7) == Lock("j", jobs.BACKUP, 0, jobs.BACKUP, 1000.0, 7)
 
 

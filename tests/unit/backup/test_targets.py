@@ -21,9 +21,9 @@ from azure.keyvault.administration._internal import parse_folder_url
 
 from openmhsm.backup import blob_target
 from openmhsm.backup.blob_target import BlobTarget, describe_error
+from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.backup.targets import (
     BackupTarget,
-    DirectoryTarget,
     TargetError,
     check_folder,
     check_name,
@@ -66,7 +66,10 @@ def sas_target(uri: str) -> BackupTarget:
             "http://localhost:10000/devstoreaccount1/c-1",
             "http://localhost:10000/devstoreaccount1/c-1",
         ),
-        ("http://azurite:10000/devstoreaccount1/abc", "http://azurite:10000/devstoreaccount1/abc"),
+        (
+            "https://azurite:10000/devstoreaccount1/abc",
+            "https://azurite:10000/devstoreaccount1/abc",
+        ),
         ("http://[::1]:10000/devstoreaccount1/abc", "http://[::1]:10000/devstoreaccount1/abc"),
         (
             "https://127.0.0.1:443/devstoreaccount1/abc",
@@ -215,7 +218,7 @@ def test_malformed_directory_uris(uri: str) -> None:
         (f"{HOST}/backups/old/mhsm-p-2026", f"{HOST}/backups", "old/mhsm-p-2026"),
         (f"{EMULATOR}/backups/mhsm-p-2026", f"{EMULATOR}/backups", "mhsm-p-2026"),
         (f"{EMULATOR}/backups/a/mhsm-p-2026", f"{EMULATOR}/backups", "a/mhsm-p-2026"),
-        ("http://azurite:10000/acct1/c12/mhsm-x", "http://azurite:10000/acct1/c12", "mhsm-x"),
+        ("https://azurite:10000/acct1/c12/mhsm-x", "https://azurite:10000/acct1/c12", "mhsm-x"),
         ("file:///tmp/x/backups/mhsm-p-2026", "file:///tmp/x/backups", "mhsm-p-2026"),
         ("file:///backups/mhsm-p-2026", "file:///backups", "mhsm-p-2026"),
         ("file:///tmp/my%20dir/c/mhsm-p-2026", "file:///tmp/my%20dir/c", "mhsm-p-2026"),
@@ -396,3 +399,38 @@ def test_storage_errors_are_described_without_their_text(exc: AzureError, messag
     assert message in described
     assert "SECRET" not in described
     assert "sig" not in described
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://attacker.example/c12",
+        "https://acct.blob.core.windows.net.attacker.example/c12",
+        "https://10.0.0.5/acct1/c12",
+    ],
+)
+def test_the_managed_identity_token_goes_only_to_azure_storage(uri: str) -> None:
+    with pytest.raises(BadParameter, match="managed identity"):
+        open_target(uri, token=None, use_managed_identity=True)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://acct.blob.core.windows.net/c12",
+        "https://acct.blob.core.usgovcloudapi.net/c12",
+        "https://127.0.0.1:10000/devstoreaccount1/c12",
+        "https://localhost:10000/devstoreaccount1/c12",
+    ],
+)
+def test_the_managed_identity_may_reach_azure_storage_and_local_emulators(uri: str) -> None:
+    open_target(uri, token=None, use_managed_identity=True).close()
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://10.0.0.5:10000/acct1/c12", "http://azurite:10000/acct1/c12"]
+)
+def test_plain_http_only_to_this_machine(uri: str) -> None:
+    with pytest.raises(BadParameter, match="this machine"):
+        open_target(uri, token=SAS, use_managed_identity=False)
+    open_target("http://127.0.0.1:10000/acct1/c12", token=SAS, use_managed_identity=False).close()

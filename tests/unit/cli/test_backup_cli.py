@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from openmhsm.backup.targets import DirectoryTarget
+from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.cli import backup, backup_jobs, backup_schedule
 from openmhsm.cli.backup_jobs import JobFailed, ProgressBar, Storage
 from openmhsm.cli.main import build_parser, main
