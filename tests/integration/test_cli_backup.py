@@ -94,6 +94,16 @@ def test_backup_list_shows_it(made: Backup, dev_pool: DevPool) -> None:
     assert made.folder.name in table
 
 
+def test_backup_list_of_the_pool(made: Backup, dev_pool: DevPool) -> None:
+    """Without a container: the pool's own recent backups, wherever they went."""
+    rows = ok(mhsm("backup", "list", "--data-dir", str(dev_pool.data_dir))).json()
+    (row,) = [r for r in rows if r["folderUrl"] == made.folder_url]
+    assert row["status"] == "Succeeded"
+    assert row["records"] == made.summary["records"]
+    assert row["jobId"] == made.summary["jobId"]
+    assert mhsm("backup", "list").code == 1  # neither the pool nor a container
+
+
 def test_full_restore(made: Backup, dev_pool: DevPool, key_client: KeyClient) -> None:
     run = ok(
         mhsm("restore", "start", "--data-dir", str(dev_pool.data_dir),

@@ -11,6 +11,7 @@ from openmhsm.api.audit import AuditPolicy
 from openmhsm.api.backup_restore import BackupRestoreApi
 from openmhsm.api.context import ApiContext
 from openmhsm.api.deleted_keys import DeletedKeysApi
+from openmhsm.api.jobs import JobsApi
 from openmhsm.api.key_backup import KeyBackupApi
 from openmhsm.api.key_ops import KeyOpsApi
 from openmhsm.api.keys import KeysApi
@@ -50,6 +51,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
         # Before the keys routes: `/keys/{name}/providers/...` would otherwise reach them.
         *(RbacApi(ctx.rbac).routes() if ctx.rbac is not None else []),
         *(BackupRestoreApi(ctx.jobs).routes() if ctx.jobs is not None else []),
+        *(JobsApi(ctx.jobs).routes() if ctx.jobs is not None else []),
         *KeyBackupApi(ctx).routes(),
         *KeyOpsApi(ctx).routes(),
         *DeletedKeysApi(ctx).routes(),
@@ -66,7 +68,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     protected: ASGIApp = _RaisingRouter(routes)
     protected = Authorize(protected, routes, ctx.rbac)
     if ctx.jobs is not None:  # after authentication: a stranger gets the 401 challenge first
-        protected = RestoreGate(protected, ctx.jobs.restoring)
+        protected = RestoreGate(protected, ctx.jobs.current_restore)
     protected = Authenticate(
         protected, ctx.tokens, ctx.tenant_id, ctx.audience_ok, ctx.external_issuers
     )

@@ -141,15 +141,15 @@ class ActivationGate:
 class RestoreGate:
     """While a full restore replaces the pool's contents, only its status can be asked."""
 
-    def __init__(self, app: ASGIApp, restoring: Callable[[], str | None]) -> None:
+    def __init__(self, app: ASGIApp, restoring: Callable[[], Awaitable[str | None]]) -> None:
         self.app = app
         self.restoring = restoring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        job = self.restoring()
         path: str = scope["path"]
         polling = path.startswith(("/restore/", "/backup/")) and path.endswith("/pending")
-        if job is not None and not polling:
+        job = None if polling else await self.restoring()
+        if job is not None:
             raise ServiceUnavailable(
                 f"The pool is being restored from a full backup (job {job}); try again when "
                 "the restore completes.",

@@ -14,6 +14,8 @@ Choices where Azure documents no data action:
   deleting `roleAssignments/delete/action`; whoever may assign roles may already give any
   principal any power, so this grants nothing more.
 - attestation reads key attributes: `keys/read/action`.
+- `/openmhsm/jobs` (OpenMHSM's list of recent backups and restores) needs
+  `backup/status/action`, as reading any one backup's status does.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("PUT", "/prerestore"): r.RESTORE_START,
     ("PUT", "/keys/{name}/restore"): r.RESTORE_START,
     ("GET", "/restore/{job}/pending"): r.RESTORE_STATUS,
+    ("GET", "/openmhsm/jobs"): r.BACKUP_STATUS,
     # deleted keys
     ("GET", "/deletedkeys"): r.DELETED_READ,
     ("GET", "/deletedkeys/{name}"): r.DELETED_READ,

@@ -191,6 +191,18 @@ class BackupService:
         return job
 
     def restoring(self) -> str | None:
+        """The full restore running now, as this partition's watch last saw it."""
+        return self.index.restoring()
+
+    async def current_restore(self) -> str | None:
+        """The full restore running now; when the watch says one runs, storage confirms it (the
+        restore may have just ended), so no call is refused a moment too long."""
+        if self.index.restoring() is None:
+            return None
+        entry = await self.view.get(jobs.FENCE)
+        if entry is None:
+            return None
+        self.index.fence = entry.value
         return self.index.restoring()
 
     # --- running them --------------------------------------------------------------------

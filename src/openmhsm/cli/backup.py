@@ -30,6 +30,7 @@ from openmhsm.cli.backup_jobs import (
     add_target_options,
     backup_summary,
     checked_storage,
+    pool_backups,
     progress_of,
     start_backup,
     start_restore,
@@ -68,8 +69,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     start.add_argument("--no-wait", action="store_true", help="print the job and return")
     start.set_defaults(run=reports(run_start))
     listing = sub.add_parser(
-        "list", parents=[output, target], help="the backup folders in a container"
+        "list",
+        parents=[output],
+        help="the pool's recent backups (--data-dir), or the backup folders in a container",
     )
+    listing.add_argument("--data-dir", type=Path, help="the pool's data dir (where pool.json is)")
+    add_target_options(listing, required=False)
     listing.set_defaults(run=reports(run_list))
     backup_schedule.register(sub, [pool, target], reports)
 
@@ -146,7 +151,13 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    emit(asyncio.run(list_backups(storage_of(args))), args.output)
+    if args.dir is not None or args.storage_container_uri is not None:
+        emit(asyncio.run(list_backups(storage_of(args))), args.output)
+        return 0
+    if args.data_dir is None:
+        raise ValueError("give --data-dir (the pool's backups) or a container to look in")
+    with connect(args.data_dir) as clients:
+        emit(pool_backups(clients), args.output)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
@@ -76,8 +77,8 @@ def add_auth_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_target_options(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
+def add_target_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    where = parser.add_mutually_exclusive_group(required=required)
     where.add_argument(
         "--storage-container-uri",
         metavar="URL",
@@ -145,6 +146,28 @@ class Started:
     @property
     def job_id(self) -> str:
         return str(self.body.get("jobId") or "")
+
+
+def pool_backups(clients: Clients) -> list[dict[str, Any]]:
+    """The pool's recent backup jobs, newest first (GET /openmhsm/jobs?kind=backup)."""
+    body = _send(clients, "GET", "/openmhsm/jobs?kind=backup").json()
+    rows = []
+    for job in body.get("value", []) if isinstance(body, dict) else []:
+        if job.get("kind") != "backup":
+            continue
+        started = job.get("startTime")
+        rows.append(
+            {
+                "folderUrl": job.get("azureStorageBlobContainerUri"),
+                "status": job.get("status"),
+                "started": datetime.fromtimestamp(started, UTC).isoformat()
+                if isinstance(started, int)
+                else None,
+                "records": progress_of(job)[0],
+                "jobId": job.get("jobId"),
+            }
+        )
+    return rows
 
 
 def start_backup(clients: Clients, storage: Storage) -> Started:

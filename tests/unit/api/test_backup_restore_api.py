@@ -4,7 +4,6 @@ Vault errors with nothing started, one full job at a time, and the restore gate.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_support import finished
 from unit_stack import BASE_URL, ApiHarness, Stack
 
 from openmhsm.auth.roles import ADMINISTRATOR
@@ -128,6 +128,20 @@ def test_backup_then_full_restore(make_api: Make, tmp_path: Path) -> None:
     assert api.client.get(url("/keys/later/")).status_code == 404
 
 
+def test_the_pool_lists_its_recent_jobs(make_api: Make, tmp_path: Path) -> None:
+    api = make_api(jobs=True)
+    start_backup(api, tmp_path / "one")
+    uri, folder = start_backup(api, tmp_path / "two")
+    listed = api.client.get(url("/openmhsm/jobs") + "&kind=backup")
+    assert listed.status_code == 200, listed.text
+    found = listed.json()["value"]
+    assert [j["kind"] for j in found] == ["backup", "backup"]
+    assert found[0]["azureStorageBlobContainerUri"] == f"{uri}/{folder}"  # newest first
+    assert found[0]["startTime"] >= found[1]["startTime"]
+    assert api.client.get(url("/openmhsm/jobs") + "&kind=restore").json()["value"] == []
+    check_error(api.client.get(url("/openmhsm/jobs") + "&kind=all"), 400, "BadParameter")
+
+
 def test_restore_keeps_the_caller_an_administrator(make_api: Make, tmp_path: Path) -> None:
     """With roles enforced: the backup comes from another pool of the domain, which has never
     heard of this pool's admin; after the restore, the admin may still run backups and read
@@ -163,14 +177,7 @@ def test_restore_keeps_the_caller_an_administrator(make_api: Make, tmp_path: Pat
 
 
 async def _wait(stack: Stack, job: Job) -> Job:
-    assert stack.jobs is not None
-    group = job.status_path.split("/")[1]
-    for _ in range(1000):
-        current = await stack.jobs.status(job.id, group)
-        if current.status != jobs.IN_PROGRESS:
-            return current
-        await asyncio.sleep(0.002)
-    raise AssertionError("the job did not end")
+    return await finished(stack, job)
 
 
 def test_selective_key_restore_uses_folder(make_api: Make, tmp_path: Path) -> None:

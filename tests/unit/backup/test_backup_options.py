@@ -205,7 +205,7 @@ def test_a_restore_whose_backup_cannot_be_read_in_time_is_abandoned(
         )
         ended = await finished(stack, job)
         assert ended.status == jobs.FAILED and ended.details == "The pool is unchanged."
-        assert svc(stack).restoring() is None
+        assert await svc(stack).current_restore() is None
         assert stack.cache.names() == ["after", "k"]
 
     hsm(body, jobs=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_support import plaintext, raw, silent_take_over, svc
+from backup_support import finished, plaintext, raw, silent_take_over, svc
 from unit_stack import Stack
 
 from openmhsm.backup import format as fmt
@@ -29,12 +29,7 @@ EC = {"kty": "EC-HSM"}
 
 
 async def wait(stack: Stack, job_id: str) -> Job:
-    for _ in range(1000):
-        current = await svc(stack).status(job_id, "restore")
-        if current.status != jobs.IN_PROGRESS:
-            return current
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"job {job_id} did not end")
+    return await finished(stack, Job(job_id, jobs.RESTORE))
 
 
 async def staging(stack: Stack) -> list[str]:
@@ -55,11 +50,7 @@ async def source_with_backup(a: Stack, container: Path) -> tuple[dict[str, bytes
     await a.principals.create("app")
     expected = await plaintext(a)
     job = await svc(a).start_backup(f"file://{container}", None, False, pre=False)
-    for _ in range(1000):
-        done = await svc(a).status(job.id, "backup")
-        if done.status != jobs.IN_PROGRESS:
-            break
-        await asyncio.sleep(0.002)
+    done = await finished(a, job)
     assert done.status == jobs.SUCCEEDED and done.folder_url is not None
     uri, folder = done.folder_url.rsplit("/", 1)
     return expected, uri, folder
@@ -273,7 +264,7 @@ def test_a_partition_dying_while_applying_rolls_forward(
         assert f"partition {peer.partition} completed" in done.details
         assert await plaintext(b) == expected
         assert await lock_and_fence(b) == set()
-        for _ in range(100):  # the staging goes once the job is recorded
+        for _ in range(2000):  # the staging goes once the job is recorded
             if not await staging(b):
                 break
             await asyncio.sleep(0.002)
