@@ -63,6 +63,13 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
+def _state(ctx: ApiContext) -> str:
+    """The pool's state as `/readyz` reports it: `Restoring` while a full restore runs."""
+    if ctx.jobs is not None and ctx.jobs.restoring() is not None:
+        return "Restoring"
+    return ctx.state()
+
+
 def build_app(ctx: ApiContext) -> ASGIApp:
     routes = data_plane_routes(ctx)
     protected: ASGIApp = _RaisingRouter(routes)
@@ -76,7 +83,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     protected = ApiVersionCheck(protected)
     protected = KeyVaultErrors(protected)
     public = [
-        *health.routes(ctx.state, ctx.partition_id),
+        *health.routes(lambda: _state(ctx), ctx.partition_id),
         *identity_routes(ctx.tokens, ctx.principals, ctx.tenant_id, ctx.audience_ok),
         *metrics_routes(ctx.metrics, ctx.partition_id),
     ]

@@ -356,6 +356,7 @@ def test_during_a_full_restore_only_status_is_served(make_api: Make) -> None:
     status = api.client.get(f"/restore/{restoring.id}/pending")
     assert status.status_code == 200 and status.json()["status"] == "InProgress"
     check_error(api.client.get("/backup/other/pending"), 404, "NotFound")
+    assert api.client.get("/readyz").json()["state"] == "Restoring"
     stranger = api.send_anonymous("GET", url("/keys/k1/"))  # the challenge first, not the job
     assert stranger.status_code == 401 and restoring.id not in stranger.text
 
@@ -363,3 +364,4 @@ def test_during_a_full_restore_only_status_is_served(make_api: Make) -> None:
     assert api.call(api.stack.cache.catch_up)
     assert api.client.get(url("/keys/k1/")).status_code == 200
     assert api.client.get(f"/restore/{restoring.id}/pending").json()["status"] == "Succeeded"
+    assert api.client.get("/readyz").json()["state"] == "Active"
