@@ -113,10 +113,7 @@ class JobRuns:
                 except Exception:
                     log.exception("job %s stopped", holder.held.job)
 
-    async def run_backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
-        await self.with_heartbeat(holder, self._backup(job, holder, target))
-
-    async def _backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
+    async def backup(self, job: Job, holder: LockHolder, target: targets.BackupTarget) -> None:
         try:
             domain_id, keys = self._keys()
             folder = await self._free_folder(target, job)
@@ -155,17 +152,7 @@ class JobRuns:
                 return True
         return False
 
-    async def run_restore(
-        self,
-        job: Job,
-        holder: LockHolder,
-        target: targets.BackupTarget,
-        folder: str,
-        keep: list[tuple[str, bytes]],
-    ) -> None:
-        await self.with_heartbeat(holder, self._restore(job, holder, target, folder, keep))
-
-    async def _restore(
+    async def restore(
         self,
         job: Job,
         holder: LockHolder,

@@ -103,7 +103,8 @@ class BackupService:
         held = await self._start_locked(job, target, fence=False)
         if held is None:
             return await self._retried(job)
-        self._spawn(job, self.runs.run_backup(job, LockHolder(self.store, held), target))
+        holder = LockHolder(self.store, held)
+        self._spawn(job, self.runs.with_heartbeat(holder, self.runs.backup(job, holder, target)))
         return job
 
     async def start_restore(
@@ -131,7 +132,8 @@ class BackupService:
         if held is None:
             return await self._retried(job)
         holder = LockHolder(self.store, held)
-        self._spawn(job, self.runs.run_restore(job, holder, target, folder, keep))
+        work = self.runs.restore(job, holder, target, folder, keep)
+        self._spawn(job, self.runs.with_heartbeat(holder, work))
         return job
 
     async def start_selective(

@@ -115,13 +115,13 @@ def test_a_retried_start_finds_its_running_job(hsm: Any, tmp_path: Path) -> None
         jobs_ = svc(stack)
         uri = f"file://{tmp_path}/c"
         gate = asyncio.Event()
-        real = jobs_.runs.run_backup
+        real = jobs_.runs.backup
 
         async def held(*args: Any) -> None:
             await gate.wait()
             await real(*args)
 
-        jobs_.runs.run_backup = held  # type: ignore[method-assign]
+        jobs_.runs.backup = held  # type: ignore[method-assign]
         first = await jobs_.start_backup(uri, None, False, pre=False, request_id="r-1")
         again = await jobs_.start_backup(uri, None, False, pre=False, request_id="r-1")
         assert again.id == first.id
