@@ -52,6 +52,9 @@ class PoolConfig:
     trusted_issuers: tuple[str, ...] = ()  # external OIDC issuers whose tokens are accepted
     trusted_issuer_ca: str = ""  # a CA bundle for reaching them (default: the system's)
     backup_dirs: tuple[str, ...] = ()  # file:// backup targets must lie under one (if any)
+    # Secure key release: issuers of attestation tokens (OpenID discovery + JWKS) the pool trusts.
+    attestation_issuers: tuple[str, ...] = ()
+    clock_offset: float = 0.0  # seconds added to the system clock (tests and time-shift drills)
 
     @property
     def host(self) -> str:
@@ -85,6 +88,8 @@ class PoolConfig:
             "trusted_issuers": list(self.trusted_issuers),
             "trusted_issuer_ca": self.trusted_issuer_ca,
             "backup_dirs": list(self.backup_dirs),
+            "attestation_issuers": list(self.attestation_issuers),
+            "clock_offset": self.clock_offset,
         }
 
     @classmethod
@@ -106,6 +111,8 @@ class PoolConfig:
             trusted_issuers=tuple(str(i) for i in _list(obj.get("trusted_issuers"))),
             trusted_issuer_ca=str(obj.get("trusted_issuer_ca", "")),
             backup_dirs=tuple(str(d) for d in _list(obj.get("backup_dirs"))),
+            attestation_issuers=tuple(str(i) for i in _list(obj.get("attestation_issuers"))),
+            clock_offset=float(str(obj.get("clock_offset", 0.0))),
         )
 
 

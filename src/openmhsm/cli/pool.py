@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from openmhsm.cli.activation import activate_locally, grant_development_roles
+from openmhsm.cli.pool_lifecycle import start_refusal
+from openmhsm.cli.pool_options import add_up_arguments, argv_of, config_of
 from openmhsm.cli.status import is_mhsm_process
-from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
+from openmhsm.cluster.layout import DataDir, read_json
 from openmhsm.cluster.partition import Partition, PartitionSettings
 from openmhsm.cluster.plan import load_or_create_plan
 from openmhsm.cluster.pool_file import pool_document, write_pool_document
@@ -34,57 +35,7 @@ STOP_TIMEOUT = 20.0
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("up", help="start a local pool")
-    up.add_argument("--data-dir", required=True, type=Path)
-    up.add_argument("--port", type=int, default=None, help="HTTPS port (default 8443)")
-    up.add_argument(
-        "--hostname",
-        action="append",
-        default=None,
-        help="a DNS name the pool is reached by (repeatable)",
-    )
-    up.add_argument("--bind", default=None, help="address to listen on (default 127.0.0.1)")
-    up.add_argument("--name", default=None, help="pool name (default: local)")
-    up.add_argument(
-        "--dev",
-        action="store_true",
-        help="embedded mode: one partition on SQLite (default: 3 partitions on etcd)",
-    )
-    up.add_argument("--detach", action="store_true", help="run in the background")
-    up.add_argument("--retention-days", type=int, default=None)
-    up.add_argument("--purge-protection", action="store_true")
-    up.add_argument(
-        "--trusted-issuer",
-        action="append",
-        default=None,
-        metavar="URL",
-        help="accept tokens of this OpenID Connect issuer too (repeatable)",
-    )
-    up.add_argument(
-        "--trusted-issuer-ca",
-        default=None,
-        metavar="FILE",
-        help="CA bundle for reaching the trusted issuers (default: the system's)",
-    )
-    up.add_argument(
-        "--backup-dir",
-        action="append",
-        default=None,
-        metavar="DIR",
-        help="allow file:// backup targets only under DIR (repeatable; default: any directory)",
-    )
-    start = up.add_mutually_exclusive_group()
-    start.add_argument(
-        "--no-activate",
-        action="store_true",
-        help="stay NotActivated until an administrator downloads the security "
-        "domain (Azure's behaviour)",
-    )
-    start.add_argument(
-        "--recovery",
-        action="store_true",
-        help="start a new pool in recovery mode: it waits for a security-domain "
-        "upload (disaster recovery)",
-    )
+    add_up_arguments(up)
     up.set_defaults(run=run_up)
 
     down = commands.add_parser("down", help="stop a pool started with `mhsm up`")
@@ -94,43 +45,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     env = commands.add_parser("env", help="print the variables that make an unmodified app work")
     env.add_argument("--data-dir", required=True, type=Path)
     env.set_defaults(run=run_env)
-
-
-def _config(data: DataDir, args: argparse.Namespace) -> PoolConfig:
-    """The saved pool config with this start's flags applied, or a new one."""
-    if data.config.exists():
-        saved: dict[str, Any] = read_json(data.config)
-    else:
-        saved = {
-            "name": args.name or "local",
-            "tenant_id": str(uuid.uuid4()),
-            "port": 8443,
-            "mode": "dev" if args.dev else "pool",
-            "storage": f"sqlite:///{data.sqlite.resolve()}" if args.dev else "etcd",
-        }
-        if args.retention_days is not None:
-            saved["retention_days"] = args.retention_days
-        saved["purge_protection"] = bool(args.purge_protection)
-        saved["activation"] = (
-            "recovery" if args.recovery else "manual" if args.no_activate else "auto"
-        )
-    if args.port is not None:
-        saved["port"] = args.port
-    if args.hostname is not None:
-        saved["hostnames"] = args.hostname
-    if args.bind is not None:
-        saved["bind"] = args.bind
-    if args.trusted_issuer is not None:
-        saved["trusted_issuers"] = args.trusted_issuer
-    if args.trusted_issuer_ca is not None:
-        saved["trusted_issuer_ca"] = str(Path(args.trusted_issuer_ca).resolve())
-    if args.backup_dir is not None:
-        saved["backup_dirs"] = [str(Path(d).resolve()) for d in args.backup_dir]
-    if args.purge_protection:
-        saved["purge_protection"] = True  # irreversible once set
-    config = PoolConfig.from_json(saved)
-    write_json_atomic(data.config, config.to_json())
-    return config
 
 
 def _lock(data: DataDir) -> Any:
@@ -151,7 +65,12 @@ def _prepare(args: argparse.Namespace) -> tuple[DataDir, PoolConfig, Any] | int:
     if lock is None:
         print(f"mhsm up: a pool is already running on {data.root}", file=sys.stderr)
         return 1
-    config = _config(data, args)
+    refusal = start_refusal(args, sweep=False)  # again under the lock: a delete may have won
+    if refusal is not None:
+        print(f"mhsm up: {refusal}", file=sys.stderr)
+        lock.close()
+        return 1
+    config = config_of(data, args)
     if config.mode != ("dev" if args.dev else "pool"):
         print(
             f"mhsm up: {data.root} holds a {config.mode} pool; start it the same way "
@@ -173,6 +92,10 @@ def _prepare(args: argparse.Namespace) -> tuple[DataDir, PoolConfig, Any] | int:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    refusal = start_refusal(args, sweep=True)  # a deleted pool, or a deleted pool's name
+    if refusal is not None:
+        print(f"mhsm up: {refusal}", file=sys.stderr)
+        return 1
     if args.detach:
         return _detach(args)
     prepared = _prepare(args)
@@ -287,7 +210,7 @@ def _activate_if_needed(data: DataDir, config: PoolConfig, doc: dict[str, Any]) 
 def _detach(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     data.logs.mkdir(parents=True, exist_ok=True)
-    argv = _argv_of(args)
+    argv = argv_of(args)
     previous = data.pool_json.stat().st_mtime_ns if data.pool_json.exists() else 0
     log = (data.logs / "mhsm.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -314,31 +237,6 @@ def _detach(args: argparse.Namespace) -> int:
     proc.terminate()
     print("mhsm up: the pool did not start in time", file=sys.stderr)
     return 1
-
-
-def _argv_of(args: argparse.Namespace) -> list[str]:
-    argv = ["up", "--data-dir", str(args.data_dir)]
-    if args.dev:
-        argv.append("--dev")
-    for flag in ("port", "bind", "name", "retention_days"):
-        value = getattr(args, flag)
-        if value is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(value)]
-    for host in args.hostname or []:
-        argv += ["--hostname", host]
-    for issuer in args.trusted_issuer or []:
-        argv += ["--trusted-issuer", issuer]
-    if args.trusted_issuer_ca:
-        argv += ["--trusted-issuer-ca", args.trusted_issuer_ca]
-    for directory in args.backup_dir or []:
-        argv += ["--backup-dir", directory]
-    if args.purge_protection:
-        argv.append("--purge-protection")
-    if args.no_activate:
-        argv.append("--no-activate")
-    if args.recovery:
-        argv.append("--recovery")
-    return argv
 
 
 def run_down(args: argparse.Namespace) -> int:

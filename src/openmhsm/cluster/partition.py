@@ -27,13 +27,14 @@ from openmhsm.cluster.draining import DrainingServer
 from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
-from openmhsm.services import fence
+from openmhsm.services import fence, scheduler
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
 from openmhsm.services.key_cache import KeyCache
 from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
+from openmhsm.services.leader import LeaderLease
 from openmhsm.services.principals import PrincipalStore
 from openmhsm.services.rbac import RbacService
 from openmhsm.services.security_domain import (
@@ -112,7 +113,7 @@ class Partition:
         self.config = config
         self.settings = settings
         self.partition_id = settings.partition_id
-        self.clock = SystemClock()
+        self.clock = SystemClock(config.clock_offset)
         self.storage: Storage | None = None
         self.cache: KeyCache | None = None
         self.context: ApiContext | None = None
@@ -122,6 +123,7 @@ class Partition:
         self.audit = AuditLog(data.audit, settings.partition_id)
         self.external: TrustedIssuers | None = None
         self.jobs: BackupService | None = None
+        self.scheduler: scheduler.Scheduler | None = None
 
     def _join_context(self, server: bool) -> ssl.SSLContext | None:
         n = self.partition_id
@@ -186,9 +188,12 @@ class Partition:
             partition=n,
             backup_dirs=self.config.backup_dirs,
         )
+        deleted = DeletedKeyService(keys, cache, self.clock, self.config.deletion)
+        lease = LeaderLease(view, scheduler.LEASE_KEY, n)
+        self.scheduler = scheduler.Scheduler(keys, deleted, self.clock, lease)
         self.context = ApiContext(
             keys=keys,
-            deleted=DeletedKeyService(keys, cache, self.clock, self.config.deletion),
+            deleted=deleted,
             ops=KeyOperations(keys, self.clock),
             backups=backups,
             principals=principals,
@@ -211,6 +216,7 @@ class Partition:
             await self.join_server.start(self.config.bind, self.settings.join_port)
         holder.start_following()
         self.jobs.start()
+        self.scheduler.start()
         return self.context
 
     async def _trusted_issuers(self) -> TrustedIssuers | None:
@@ -254,6 +260,8 @@ class Partition:
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.close()
         if self.jobs is not None:
             await self.jobs.close()
         if self.external is not None:

@@ -117,3 +117,19 @@ class DeletedKeyService:
         except StorageConflict:
             await self.cache.raise_if_fenced()
             raise Conflict(f"Key '{name}' is being changed concurrently; try again.") from None
+
+    async def purge_expired(self, name: str) -> bool:
+        """Purge a deleted key whose retention period has ended (purge protection allows it
+        then: it only forbids purging earlier). False if it is not due or is gone already.
+        Raises ServiceUnavailable during a full restore."""
+        await self.cache.read_through(name)
+        hit = self.cache.get(records.deleted_path(name))
+        if hit is None or hit[0].scheduled_purge_date > self.clock.now():
+            return False
+        path = records.deleted_path(name)
+        try:
+            await self.cache.commit([(Delete(path, hit[1]), None)])
+        except StorageConflict:
+            await self.cache.raise_if_fenced()
+            return False  # recovered or purged meanwhile
+        return True
