@@ -4,9 +4,15 @@ purges the deleted key whose 7-day retention has ended, purge protection notwith
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import ssl
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from azure.keyvault.keys import (
     KeyClient,
@@ -14,7 +20,8 @@ from azure.keyvault.keys import (
     KeyRotationPolicy,
     KeyRotationPolicyAction,
 )
-from dev_pool import DevPool
+from dev_pool import DevPool, free_port
+from pool_support import PoolProcess
 
 pytestmark = pytest.mark.integration
 DAY = 86400
@@ -30,8 +37,6 @@ def _wait_for(check: object, timeout: float = 20) -> None:
 
 
 def test_rotation_and_purge_when_time_has_passed(tmp_path: Path) -> None:
-    from dev_pool import free_port
-
     pool = DevPool(tmp_path / "pool", free_port(), ["--retention-days", "7", "--purge-protection"])
     pool.start()
     try:
@@ -70,3 +75,34 @@ def test_rotation_and_purge_when_time_has_passed(tmp_path: Path) -> None:
 
 def _versions(client: KeyClient, name: str) -> int:
     return len(list(client.list_properties_of_key_versions(name)))
+
+
+def _leaders(pool: PoolProcess) -> list[int]:
+    """The pids of the partitions whose scheduler says it leads."""
+    found = []
+    tls = ssl.create_default_context(cafile=pool.ca)
+    with httpx.Client(verify=tls, timeout=2) as http:
+        for part in pool.reload()["partitions"]:
+            try:
+                text = http.get(f"{part['url']}/metrics").text
+            except httpx.HTTPError:
+                continue
+            if re.search(r"^openmhsm_scheduler_leader 1$", text, re.MULTILINE):
+                found.append(int(part["pid"]))
+    return found
+
+
+def test_the_scheduler_survives_the_loss_of_its_partition(tmp_path: Path) -> None:
+    pool = PoolProcess(tmp_path / "pool", free_port()).start()
+    try:
+        _wait_for(lambda: len(_leaders(pool)) == 1)
+        (leader,) = _leaders(pool)
+        os.kill(leader, signal.SIGSTOP)  # hung: it holds the lease but renews it no more
+        try:
+            _wait_for(lambda: [p for p in _leaders(pool) if p != leader] != [], timeout=40)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leader, signal.SIGCONT)
+        _wait_for(lambda: len(_leaders(pool)) == 1, timeout=30)  # one leader again
+    finally:
+        pool.stop()

@@ -50,7 +50,8 @@ class RequestMetrics:
 
     `clock` (monotonic seconds) places requests in the availability ring; tests inject one.
     `storage_up` says whether the partition's last storage call succeeded and `cache_revision`
-    is the last storage revision its cache applied; a gauge whose hook is None is left out."""
+    is the last storage revision its cache applied, `scheduler_leading` whether this partition's
+    scheduler holds the pool's lease; a gauge whose hook is None is left out."""
 
     def __init__(
         self,
@@ -58,10 +59,12 @@ class RequestMetrics:
         clock: Callable[[], float] = time.monotonic,
         storage_up: Callable[[], bool] | None = None,
         cache_revision: Callable[[], int] | None = None,
+        scheduler_leading: Callable[[], bool] | None = None,
     ) -> None:
         self.clock = clock
         self.storage_up = storage_up
         self.cache_revision = cache_revision
+        self.scheduler_leading = scheduler_leading
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, _Histogram] = {}
         self._second = [-1] * _RING
@@ -142,6 +145,14 @@ class RequestMetrics:
                 "The storage revision the partition's cache has applied.",
             )
             lines.append(_sample("openmhsm_cache_revision", self.cache_revision()))
+        if self.scheduler_leading is not None:
+            _family(
+                lines,
+                "openmhsm_scheduler_leader",
+                "gauge",
+                "1 on the partition whose scheduler rotates and purges keys for the pool.",
+            )
+            lines.append(_sample("openmhsm_scheduler_leader", int(self.scheduler_leading())))
         return "\n".join(lines) + "\n"
 
 

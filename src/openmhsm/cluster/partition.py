@@ -217,6 +217,7 @@ class Partition:
         holder.start_following()
         self.jobs.start()
         self.scheduler.start()
+        self.context.metrics.scheduler_leading = lambda: lease.leading
         return self.context
 
     async def _trusted_issuers(self) -> TrustedIssuers | None:
