@@ -13,6 +13,7 @@ from openmhsm.cli import (
     maintain,
     partition,
     pool,
+    pool_lifecycle,
     principals,
     security_domain,
     status,
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pool.register(commands)
+    pool_lifecycle.register(commands)
     keys.register(commands)
     partition.register(commands)
     status.register(commands)
