@@ -8,6 +8,9 @@ MIN_RETENTION_DAYS = 7
 MAX_RETENTION_DAYS = 90
 
 
+DEFAULT_POOL_NAME = "local"  # what `mhsm up` names a new pool without --name
+
+
 @dataclass(frozen=True, slots=True)
 class DeletionPolicy:
     """Soft-delete retention and purge protection, chosen at pool creation."""

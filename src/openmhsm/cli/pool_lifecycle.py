@@ -30,11 +30,10 @@ from openmhsm.cluster.deleted_pools import (
     write_marker,
 )
 from openmhsm.cluster.layout import DataDir, read_json
-from openmhsm.config import PoolConfig
+from openmhsm.config import DEFAULT_POOL_NAME, PoolConfig
 from openmhsm.services.deleted import PURGE_PROTECTED
 from openmhsm.types import SystemClock
 
-DEFAULT_NAME = "local"  # what `mhsm up` names a new pool without --name
 STOPPED_LOCK_WAIT = 5.0
 
 
@@ -181,7 +180,7 @@ def start_refusal(args: argparse.Namespace, *, sweep: bool) -> str | None:
         )
     if data.config.exists():
         return None
-    name = args.name or DEFAULT_NAME
+    name = args.name or DEFAULT_POOL_NAME
     holder = registry.holding_name(name, now)
     if holder is None:
         return None

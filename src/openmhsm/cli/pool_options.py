@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
-from openmhsm.config import PoolConfig
+from openmhsm.config import DEFAULT_POOL_NAME, PoolConfig
 
 
 def add_up_arguments(up: argparse.ArgumentParser) -> None:
@@ -87,7 +87,7 @@ def config_of(data: DataDir, args: argparse.Namespace) -> PoolConfig:
         saved: dict[str, Any] = read_json(data.config)
     else:
         saved = {
-            "name": args.name or "local",
+            "name": args.name or DEFAULT_POOL_NAME,
             "tenant_id": str(uuid.uuid4()),
             "port": 8443,
             "mode": "dev" if args.dev else "pool",
