@@ -9,6 +9,10 @@
 - `jobs=True` (build_stack, open_api, make_api): also a `BackupService` (pool "unit") as
   `stack.jobs` and `ctx.jobs`, so the backup/restore routes and the restore gate exist. Its
   watchdog is not started (tests call `take_over_stale` themselves); it closes with the stack.
+- `release=True` (build_stack, open_api, make_api): also a `KeyRelease` as `stack.release` and
+  `ctx.release`, signing with an in-memory pool chain (`pool_signer()`) and trusting one
+  `AttestationAuthority` (`stack.attestation`: its JWKS is served without sockets, and it mints
+  attestation tokens).
 
 Event loops: `KeyCache.load()` starts a watch task in the running loop, and the memory storage's
 watch waits on loop-bound events, so the stack must live in the loop that serves requests. The
@@ -22,18 +26,26 @@ watch path under test instead of skipping it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import json
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Receive, Scope, Send
 
 from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
+from openmhsm.auth.attestation import AttestationIssuers, PoolSigner
 from openmhsm.auth.challenge import resource_for_host
+from openmhsm.auth.external import IssuerKeys
 from openmhsm.auth.roles import ADMINISTRATOR
 from openmhsm.auth.tokens import TokenService
 from openmhsm.backup.service import BackupService
@@ -41,6 +53,7 @@ from openmhsm.barrier.barrier import Barrier
 from openmhsm.barrier.keyring import Keyring
 from openmhsm.barrier.view import BarrierView
 from openmhsm.config import DeletionPolicy
+from openmhsm.crypto.jwk import KeyMaterial, b64u_encode, public_jwk
 from openmhsm.domain.secrets import DomainSecrets
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
@@ -49,6 +62,7 @@ from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
 from openmhsm.services.rbac import RbacService
+from openmhsm.services.release import KeyRelease
 from openmhsm.services.settings import SettingsStore
 from openmhsm.storage.memory import MemoryStorage
 from openmhsm.types import Principal
@@ -71,6 +85,7 @@ ISSUER = f"{BASE_URL}/{TENANT}/v2.0"
 PREFIX = "/t/"
 CHEAP_SCRYPT_N = 2**4
 TOKEN_LIFETIME = 400 * 86400  # outlives every clock move a test makes
+ATTESTATION_ISSUER = "https://attest.unit.test"
 
 
 class FakeClock:
@@ -84,6 +99,70 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+@functools.cache
+def pool_signer() -> PoolSigner:
+    """A signer like a partition's: an EC P-256 leaf issued by an in-memory pool CA."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unit pool CA")]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+    return PoolSigner(
+        leaf_key, [cert("127.0.0.1", leaf_key, False), cert("unit pool CA", ca_key, True)]
+    )
+
+
+@functools.cache
+def _attestation_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+class AttestationAuthority:
+    """A trusted attestation issuer without sockets: its JWKS is handed to `IssuerKeys` as its
+    fetch, and it signs attestation tokens (RS256) with any claims."""
+
+    kid = "unit-attestation-key"
+
+    def __init__(self, clock: FakeClock, issuer: str = ATTESTATION_ISSUER) -> None:
+        self.clock = clock
+        self.issuer = issuer
+        self.key = _attestation_key()
+
+    async def fetch(self, issuer: str) -> Mapping[str, Any]:
+        return {"keys": [{**public_jwk(KeyMaterial("RSA", self.key)), "kid": self.kid}]}
+
+    def token(
+        self,
+        claims: Mapping[str, Any],
+        *,
+        lifetime: int = 600,
+        issuer: str | None = None,
+        key: rsa.RSAPrivateKey | None = None,
+    ) -> str:
+        """An attestation token with `claims` (plus iss, iat, nbf, exp unless given)."""
+        now = int(self.clock.now())
+        body = {"iss": issuer or self.issuer, "iat": now, "nbf": now, "exp": now + lifetime}
+        body.update(claims)
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+        signing_input = ".".join(b64u_encode(json.dumps(part).encode()) for part in (header, body))
+        signature = (key or self.key).sign(
+            signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return f"{signing_input}.{b64u_encode(signature)}"
 
 
 def audience_ok(audience: str) -> bool:
@@ -112,6 +191,8 @@ class Stack:
     admin: Principal | None = None
     rbac: RbacService | None = None
     jobs: BackupService | None = None
+    release: KeyRelease | None = None
+    attestation: AttestationAuthority | None = None
     partition: int = 0
     others: list[Stack] = field(default_factory=list)
 
@@ -162,6 +243,8 @@ class Stack:
             await other.close()
         if self.jobs is not None:
             await self.jobs.close()
+        if self.release is not None and self.release.issuers is not None:
+            await self.release.issuers.stop()
         await self.cache.close()
         if self.owns_storage:
             await self.storage.close()
@@ -177,10 +260,11 @@ async def build_stack(
     admin: bool = False,
     rbac: bool = False,
     jobs: bool = False,
+    release: bool = False,
     partition: int = 0,
 ) -> Stack:
     """storage → BarrierView → KeyCache (loaded, watching) → services → ApiContext
-    (→ BackupService with `jobs`)."""
+    (→ BackupService with `jobs`, KeyRelease with `release`)."""
     storage = MemoryStorage() if storage is None else storage
     secrets = DomainSecrets.generate() if secrets is None else secrets
     clock = FakeClock() if clock is None else clock
@@ -226,6 +310,12 @@ async def build_stack(
     if jobs:  # before build_app, which reads ctx.jobs for the routes and the restore gate
         service = BackupService(view, cache, lambda: secrets, pool="unit", partition=partition)
         stack.jobs = ctx.jobs = service
+    if release:
+        stack.attestation = AttestationAuthority(clock)
+        keys_of = IssuerKeys([ATTESTATION_ISSUER], fetch=stack.attestation.fetch)
+        await keys_of.refresh(ATTESTATION_ISSUER)
+        issuers = AttestationIssuers(keys_of, clock)
+        stack.release = ctx.release = KeyRelease(keys, clock, pool_signer(), issuers)
     if rbac:  # enforced, with the admin holding Managed HSM Administrator as a pool's does
         stack.rbac = ctx.rbac = RbacService(cache)
     if admin:
@@ -282,13 +372,20 @@ def open_api(
     *,
     rbac: bool = False,
     jobs: bool = False,
+    release: bool = False,
     **client_options: Any,
 ) -> Iterator[ApiHarness]:
     late = _LateApp()
     with TestClient(late, base_url=BASE_URL, **client_options) as client:
         assert client.portal is not None
         builder = functools.partial(
-            build_stack, clock=clock, deletion=deletion, admin=True, rbac=rbac, jobs=jobs
+            build_stack,
+            clock=clock,
+            deletion=deletion,
+            admin=True,
+            rbac=rbac,
+            jobs=jobs,
+            release=release,
         )
         stack: Stack = client.portal.call(builder)
         try:

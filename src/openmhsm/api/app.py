@@ -14,6 +14,7 @@ from openmhsm.api.deleted_keys import DeletedKeysApi
 from openmhsm.api.jobs import JobsApi
 from openmhsm.api.key_backup import KeyBackupApi
 from openmhsm.api.key_ops import KeyOpsApi
+from openmhsm.api.key_release import KeyReleaseApi
 from openmhsm.api.keys import KeysApi
 from openmhsm.api.metrics import MetricsPolicy, metrics_routes
 from openmhsm.api.middleware import (
@@ -55,6 +56,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
         *KeyBackupApi(ctx).routes(),
         *KeyOpsApi(ctx).routes(),
         *DeletedKeysApi(ctx).routes(),
+        *KeyReleaseApi(ctx).routes(),
         *KeysApi(ctx).routes(),
         *rng.routes(),
         *(SecurityDomainApi(ctx).routes() if ctx.security_domain is not None else []),

@@ -17,6 +17,7 @@ from openmhsm.services.key_ops import KeyOperations
 from openmhsm.services.keys import KeyService
 from openmhsm.services.principals import PrincipalStore
 from openmhsm.services.rbac import RbacService
+from openmhsm.services.release import KeyRelease
 from openmhsm.services.security_domain import SecurityDomainService
 from openmhsm.services.settings import SettingsStore
 
@@ -41,6 +42,7 @@ class ApiContext:
     audit: AuditLog | None = None  # None: requests are not audited (unit tests)
     external_issuers: TrustedIssuers | None = None
     jobs: BackupService | None = None  # None: no full backup and restore (unit fixtures)
+    release: KeyRelease | None = None  # None: release and attestation answer NotSupported
 
     def __post_init__(self) -> None:
         if self.security_domain is not None:

@@ -8,7 +8,6 @@ from starlette.routing import BaseRoute, Route
 
 from openmhsm.api import models, wire
 from openmhsm.api.context import ApiContext
-from openmhsm.errors import NotSupported
 from openmhsm.services.records import KeyVersion
 
 
@@ -24,10 +23,6 @@ class KeysApi:
             Route("/keys/{name}/rotate", self.rotate, methods=["POST"]),
             Route("/keys/{name}/rotationpolicy", self.get_policy, methods=["GET"]),
             Route("/keys/{name}/rotationpolicy", self.set_policy, methods=["PUT"]),
-            Route("/keys/{name}//release", self.not_yet, methods=["POST"]),
-            Route("/keys/{name}/{version}/release", self.not_yet, methods=["POST"]),
-            Route("/keys/{name}//attestation", self.not_yet, methods=["GET"]),
-            Route("/keys/{name}/{version}/attestation", self.not_yet, methods=["GET"]),
             Route("/keys/{name}", self.import_key, methods=["PUT"]),
             Route("/keys/{name}/", self.get, methods=["GET"]),
             Route("/keys/{name}/", self.update, methods=["PATCH"]),
@@ -99,8 +94,3 @@ class KeysApi:
         body = await wire.json_body(request)
         policy = await self.ctx.keys.set_rotation_policy(name, body)
         return JSONResponse(models.rotation_policy(wire.base_url(request), name, policy))
-
-    async def not_yet(self, request: Request) -> Response:
-        raise NotSupported(
-            "Secure key release and key attestation are not supported by this pool yet."
-        )

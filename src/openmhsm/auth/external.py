@@ -7,22 +7,27 @@ is accepted when its `iss` is exactly a trusted issuer, its signature verifies w
 key (RS256/384/512, PS256/384/512 or ES256/384/512), its audience is this pool's resource and it
 is within its validity (60 s skew). The principal is the token's `oid` (Entra) or else `sub`.
 Validation is cached by the token's SHA-256 like our own tokens.
+
+`IssuerKeys` (discovery + JWKS, refreshed) and `parse_jwt` / `verify_signature` are shared with the
+attestation issuers of secure key release (`auth/attestation.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -44,6 +49,7 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 _CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+JwksFetch = Callable[[str], Awaitable[Mapping[str, Any]]]
 
 
 def unverified_issuer(token: str) -> str | None:
@@ -59,22 +65,50 @@ def unverified_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
-def _public_key(jwk: Mapping[str, Any]) -> PublicKey | None:
+def parse_jwt(
+    token: str, max_length: int = MAX_TOKEN_LENGTH
+) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """(header, claims, signing input, signature) of a compact JWS, unverified.
+
+    Raises ValueError for anything but three base64url parts holding two JSON objects.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > max_length:
+        raise ValueError("not a compact JWS")
     try:
-        if jwk.get("kty") == "RSA":
+        header = json.loads(b64url_decode(parts[0]))
+        claims = json.loads(b64url_decode(parts[1]))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("not a JWT")
+    return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), b64url_decode(parts[2])
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey | None:
+    """The RSA or EC (P-256/384/521) public key of a JWK, from n/e or x/y, else from the first
+    certificate of its `x5c` (as Microsoft Azure Attestation publishes its keys); None if none."""
+    try:
+        if jwk.get("kty") == "RSA" and "n" in jwk and "e" in jwk:
             n = int.from_bytes(b64url_decode(str(jwk["n"])), "big")
             e = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
             return rsa.RSAPublicNumbers(e, n).public_key()
-        if jwk.get("kty") == "EC" and jwk.get("crv") in _CURVES:
+        if jwk.get("kty") == "EC" and jwk.get("crv") in _CURVES and "x" in jwk:
             x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
             y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
             return ec.EllipticCurvePublicNumbers(x, y, _CURVES[str(jwk["crv"])]).public_key()
-    except (KeyError, ValueError):
+        chain = jwk.get("x5c")
+        if isinstance(chain, list) and chain and isinstance(chain[0], str):
+            key = x509.load_der_x509_certificate(base64.b64decode(chain[0])).public_key()
+            return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
+    except (KeyError, ValueError, TypeError):
         return None
     return None
 
 
-def _verify(key: PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
+def verify_signature(key: PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
+    """Whether `signature` is `alg`'s signature of `signed` under `key` (RS*, PS*, ES* with a
+    raw r||s signature). False for any other algorithm or a key of the wrong type."""
     digest = _HASHES.get(alg[2:])
     if digest is None:
         return False
@@ -99,6 +133,92 @@ def _verify(key: PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
     return True
 
 
+class IssuerKeys:
+    """The signing keys of a set of OpenID issuers, by issuer and key id.
+
+    Each issuer's discovery document (`<issuer>/.well-known/openid-configuration`) and JWKS
+    (`jwks_uri`) are fetched at start and every `REFRESH_SECONDS`, and soon (at most every
+    `MIN_REFETCH_SECONDS`) after a lookup misses. `fetch` replaces the HTTPS fetch (tests).
+    """
+
+    def __init__(
+        self,
+        issuers: Sequence[str],
+        tls: ssl.SSLContext | None = None,
+        *,
+        fetch: JwksFetch | None = None,
+        label: str = "trusted issuer",
+    ) -> None:
+        self.issuers = tuple(i.rstrip("/") for i in issuers)
+        self._tls = tls or ssl.create_default_context()
+        self._fetch = fetch or self._fetch_jwks
+        self._label = label
+        self._keys: dict[str, dict[str, PublicKey]] = {i: {} for i in self.issuers}
+        self._fetched: dict[str, float] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._refetches: set[asyncio.Task[None]] = set()
+
+    def trusts(self, issuer: str) -> bool:
+        return issuer.rstrip("/") in self._keys
+
+    def key(self, issuer: str, kid: str) -> PublicKey | None:
+        """The issuer's key `kid`, or None (and a refresh soon, for a trusted issuer)."""
+        key = self._keys.get(issuer.rstrip("/"), {}).get(kid)
+        if key is None:
+            self._refetch_soon(issuer.rstrip("/"))
+        return key
+
+    async def start(self) -> None:
+        for issuer in self.issuers:
+            await self.refresh(issuer)
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._refresher, *self._refetches) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            for issuer in self.issuers:
+                await self.refresh(issuer)
+
+    async def _fetch_jwks(self, issuer: str) -> Mapping[str, Any]:
+        async with httpx.AsyncClient(verify=self._tls, timeout=5.0) as http:
+            config = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
+            jwks: Mapping[str, Any] = (await http.get(str(config["jwks_uri"]))).json()
+            return jwks
+
+    async def refresh(self, issuer: str) -> None:
+        """Fetch the issuer's discovery document and JWKS; keep the old keys on failure."""
+        self._fetched[issuer] = time.monotonic()
+        try:
+            jwks = await self._fetch(issuer)
+            keys = {}
+            for jwk in jwks.get("keys", []):
+                key = public_key_from_jwk(jwk)
+                if key is not None and isinstance(jwk.get("kid"), str):
+                    keys[jwk["kid"]] = key
+            self._keys[issuer] = keys
+            log.info("%s %s: %d signing keys", self._label, issuer, len(keys))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            log.warning("could not refresh the keys of %s %s", self._label, issuer)
+
+    def _refetch_soon(self, issuer: str) -> None:
+        if issuer not in self._keys:
+            return
+        if time.monotonic() - self._fetched.get(issuer, 0.0) < MIN_REFETCH_SECONDS:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the next refresh will do
+            task = asyncio.get_running_loop().create_task(self.refresh(issuer))
+            self._refetches.add(task)
+            task.add_done_callback(self._refetches.discard)
+
+
 @dataclass(frozen=True)
 class _Accepted:
     principal: Principal
@@ -112,51 +232,22 @@ class TrustedIssuers:
     def __init__(
         self, issuers: Sequence[str], clock: Clock, tls: ssl.SSLContext | None = None
     ) -> None:
-        self.issuers = tuple(i.rstrip("/") for i in issuers)
+        self.keys = IssuerKeys(issuers, tls)
+        self.issuers = self.keys.issuers
         self._clock = clock
-        self._tls = tls or ssl.create_default_context()
-        self._keys: dict[str, dict[str, PublicKey]] = {i: {} for i in self.issuers}
-        self._fetched: dict[str, float] = {}
         self._cache: dict[bytes, _Accepted] = {}
-        self._refresher: asyncio.Task[None] | None = None
-        self._refetches: set[asyncio.Task[None]] = set()
 
     def trusts(self, issuer: str) -> bool:
-        return issuer.rstrip("/") in self._keys
+        return self.keys.trusts(issuer)
 
     async def start(self) -> None:
-        for issuer in self.issuers:
-            await self.refresh(issuer)
-        self._refresher = asyncio.create_task(self._refresh_loop())
+        await self.keys.start()
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            for issuer in self.issuers:
-                await self.refresh(issuer)
+        await self.keys.stop()
 
     async def refresh(self, issuer: str) -> None:
-        """Fetch the issuer's discovery document and JWKS; keep the old keys on failure."""
-        self._fetched[issuer] = time.monotonic()
-        try:
-            async with httpx.AsyncClient(verify=self._tls, timeout=5.0) as http:
-                config = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
-                jwks = (await http.get(str(config["jwks_uri"]))).json()
-            keys = {}
-            for jwk in jwks.get("keys", []):
-                key = _public_key(jwk)
-                if key is not None and isinstance(jwk.get("kid"), str):
-                    keys[jwk["kid"]] = key
-            self._keys[issuer] = keys
-            log.info("trusted issuer %s: %d signing keys", issuer, len(keys))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            log.warning("could not refresh the keys of trusted issuer %s", issuer)
+        await self.keys.refresh(issuer)
 
     def validate(self, token: str, audience_ok: Callable[[str], bool]) -> Principal:
         """The principal of a valid external token. Raises errors.Unauthorized."""
@@ -175,22 +266,17 @@ class TrustedIssuers:
 
     def _check(self, token: str, now: float) -> _Accepted:
         bad = errors.Unauthorized("The access token is not valid for this pool.")
-        parts = token.split(".")
         try:
-            header = json.loads(b64url_decode(parts[0]))
-            claims = json.loads(b64url_decode(parts[1]))
-            signature = b64url_decode(parts[2])
-        except (ValueError, IndexError):
+            header, claims, signed, signature = parse_jwt(token)
+        except ValueError:
             raise bad from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise bad
         issuer = str(claims.get("iss", "")).rstrip("/")
-        key = self._keys.get(issuer, {}).get(str(header.get("kid")))
+        key = self.keys.key(issuer, str(header.get("kid")))
         if key is None:
-            self._refetch_soon(issuer)
             raise errors.Unauthorized("The access token was signed by an unknown key.")
-        signed = f"{parts[0]}.{parts[1]}".encode("ascii")
-        if "crit" in header or not _verify(key, str(header.get("alg", "")), signed, signature):
+        if "crit" in header or not verify_signature(
+            key, str(header.get("alg", "")), signed, signature
+        ):
             raise errors.Unauthorized("The access token signature is invalid.")
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
         if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
@@ -212,13 +298,3 @@ class TrustedIssuers:
             issuer=issuer,
         )
         return _Accepted(principal, audience, float(exp))
-
-    def _refetch_soon(self, issuer: str) -> None:
-        if issuer not in self._keys:
-            return
-        if time.monotonic() - self._fetched.get(issuer, 0.0) < MIN_REFETCH_SECONDS:
-            return
-        with contextlib.suppress(RuntimeError):  # no running loop: the next refresh will do
-            task = asyncio.get_running_loop().create_task(self.refresh(issuer))
-            self._refetches.add(task)
-            task.add_done_callback(self._refetches.discard)

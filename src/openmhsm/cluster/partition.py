@@ -15,8 +15,9 @@ import uvicorn
 from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
 from openmhsm.auth import roles
+from openmhsm.auth.attestation import AttestationIssuers, PoolSigner
 from openmhsm.auth.challenge import resource_for_host
-from openmhsm.auth.external import TrustedIssuers
+from openmhsm.auth.external import IssuerKeys, TrustedIssuers
 from openmhsm.auth.tokens import TokenService
 from openmhsm.backup.service import BackupService
 from openmhsm.barrier.view import BarrierView
@@ -37,6 +38,7 @@ from openmhsm.services.keys import KeyService
 from openmhsm.services.leader import LeaderLease
 from openmhsm.services.principals import PrincipalStore
 from openmhsm.services.rbac import RbacService
+from openmhsm.services.release import KeyRelease
 from openmhsm.services.security_domain import (
     NOT_ACTIVATED,
     RECOVERY,
@@ -122,6 +124,7 @@ class Partition:
         self.domain: DomainHolder | None = None
         self.audit = AuditLog(data.audit, settings.partition_id)
         self.external: TrustedIssuers | None = None
+        self.attestation: AttestationIssuers | None = None
         self.jobs: BackupService | None = None
         self.scheduler: scheduler.Scheduler | None = None
 
@@ -191,6 +194,12 @@ class Partition:
         deleted = DeletedKeyService(keys, cache, self.clock, self.config.deletion)
         lease = LeaderLease(view, scheduler.LEASE_KEY, n)
         self.scheduler = scheduler.Scheduler(keys, deleted, self.clock, lease)
+        signer = PoolSigner.from_pem(
+            self.data.server_key.read_bytes(),
+            self.data.server_cert.read_bytes(),
+            self.data.ca_cert.read_bytes(),
+        )
+        release = KeyRelease(keys, self.clock, signer, await self._attestation_issuers())
         self.context = ApiContext(
             keys=keys,
             deleted=deleted,
@@ -208,6 +217,7 @@ class Partition:
             audit=self.audit,
             external_issuers=await self._trusted_issuers(),
             jobs=self.jobs,
+            release=release,
         )
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
@@ -228,6 +238,16 @@ class Partition:
         self.external = TrustedIssuers(self.config.trusted_issuers, self.clock, tls)
         await self.external.start()
         return self.external
+
+    async def _attestation_issuers(self) -> AttestationIssuers | None:
+        if not self.config.attestation_issuers:
+            return None
+        ca = self.config.trusted_issuer_ca
+        tls = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        keys = IssuerKeys(self.config.attestation_issuers, tls, label="attestation issuer")
+        self.attestation = AttestationIssuers(keys, self.clock)
+        await self.attestation.start()
+        return self.attestation
 
     def _saved_admin(self) -> AdminCredentials | None:
         if not self.data.admin.exists():
@@ -267,6 +287,8 @@ class Partition:
             await self.jobs.close()
         if self.external is not None:
             await self.external.stop()
+        if self.attestation is not None:
+            await self.attestation.stop()
         if self.domain is not None:
             await self.domain.stop()
         if self.join_server is not None:

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from openmhsm.crypto.jwk import KeyMaterial, from_jwk
 from openmhsm.crypto.keygen import generate_key
-from openmhsm.errors import BadParameter, Conflict, Forbidden, KeyNotFound
+from openmhsm.errors import BadParameter, Conflict, KeyNotFound
 from openmhsm.services import records, rotation, validation
 from openmhsm.services.key_cache import Attempt, Change, KeyCache
 from openmhsm.services.records import CurrentPointer, KeyAttributes, KeyVersion
@@ -255,7 +255,10 @@ class KeyService:
             changes["attributes"] = new_attrs
             if params.get("release_policy") is not None:
                 if kv.release_policy and kv.release_policy.get("immutable"):
-                    raise Forbidden("The key's release policy is immutable and cannot change.")
+                    raise BadParameter(  # Azure: 400, AKV.SKR.1020
+                        "Immutable Key Release Policy cannot be modified.",
+                        inner_code="ImmutablePolicy",
+                    )
                 changes["release_policy"] = validation.check_release_policy(
                     params["release_policy"]
                 )

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from openmhsm.crypto.jwk import b64u_encode, private_jwk
 from openmhsm.crypto.keygen import generate_key
-from openmhsm.errors import BadParameter, Forbidden, KeyNotFound
+from openmhsm.errors import BadParameter, KeyNotFound
 from openmhsm.services import records
 from openmhsm.services.key_cache import WRITE_RETRIES
 from openmhsm.storage.base import Entry, TxnOp
@@ -391,7 +391,7 @@ def test_immutable_release_policy_cannot_be_updated(hsm: Runner) -> None:
         assert kv.release_policy is not None and kv.release_policy["data"] == replaced["data"]
         kv = await s.keys.update("k1", None, {"release_policy": {**replaced, "immutable": True}})
         assert kv.release_policy is not None and kv.release_policy["immutable"] is True
-        with pytest.raises(Forbidden):
+        with pytest.raises(BadParameter, match="Immutable"):
             await s.keys.update("k1", None, {"release_policy": POLICY})
         assert (await s.keys.get("k1")).release_policy == kv.release_policy
 
