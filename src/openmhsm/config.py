@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MIN_RETENTION_DAYS = 7
@@ -115,8 +116,18 @@ class PoolConfig:
             trusted_issuer_ca=str(obj.get("trusted_issuer_ca", "")),
             backup_dirs=tuple(str(d) for d in _list(obj.get("backup_dirs"))),
             attestation_issuers=tuple(str(i) for i in _list(obj.get("attestation_issuers"))),
-            clock_offset=float(str(obj.get("clock_offset", 0.0))),
+            clock_offset=check_clock_offset(float(str(obj.get("clock_offset", 0.0)))),
         )
+
+
+MAX_CLOCK_OFFSET = 100 * 365 * 86400
+
+
+def check_clock_offset(seconds: float) -> float:
+    """A clock offset: finite and within a hundred years. Raises ValueError."""
+    if not math.isfinite(seconds) or abs(seconds) > MAX_CLOCK_OFFSET:
+        raise ValueError("the clock offset must be a finite number of seconds within 100 years")
+    return seconds
 
 
 def _list(value: object) -> list[object]:

@@ -100,7 +100,11 @@ def _time(value: Any) -> float | None:
     """A finite number of seconds, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _thumbprint(cert: x509.Certificate) -> str:

@@ -40,6 +40,7 @@ from openmhsm.types import Clock, Principal
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 3600.0
+MAX_DOCUMENT_BYTES = 1024 * 1024  # a discovery document or JWKS larger than this is refused
 MIN_REFETCH_SECONDS = 30.0
 CACHE_SIZE = 10_000
 _HASHES: dict[str, hashes.HashAlgorithm] = {
@@ -189,12 +190,23 @@ class IssuerKeys:
 
     async def _fetch_jwks(self, issuer: str) -> Mapping[str, Any]:
         async with httpx.AsyncClient(verify=self._tls, timeout=5.0) as http:
-            config = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
-            jwks: Mapping[str, Any] = (await http.get(str(config["jwks_uri"]))).json()
-            return jwks
+            config = await self._get_json(http, f"{issuer}/.well-known/openid-configuration")
+            return await self._get_json(http, str(config["jwks_uri"]))
+
+    @staticmethod
+    async def _get_json(http: httpx.AsyncClient, url: str) -> Mapping[str, Any]:
+        response = await http.get(url)
+        response.raise_for_status()
+        if len(response.content) > MAX_DOCUMENT_BYTES:
+            raise ValueError("document too large")
+        body = response.json()
+        if not isinstance(body, Mapping):
+            raise ValueError("not a JSON object")
+        return body
 
     async def refresh(self, issuer: str) -> None:
-        """Fetch the issuer's discovery document and JWKS; keep the old keys on failure."""
+        """Fetch the issuer's discovery document and JWKS; keep the old keys on any failure,
+        and on an answer with no usable key (an error body must not unseat good keys)."""
         self._fetched[issuer] = time.monotonic()
         try:
             jwks = await self._fetch(issuer)
@@ -203,16 +215,21 @@ class IssuerKeys:
                 key = public_key_from_jwk(jwk)
                 if key is not None and isinstance(jwk.get("kid"), str):
                     keys[jwk["kid"]] = key
+            if not keys and self._keys.get(issuer):
+                raise ValueError("no usable keys")
             self._keys[issuer] = keys
             log.info("%s %s: %d signing keys", self._label, issuer, len(keys))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-            log.warning("could not refresh the keys of %s %s", self._label, issuer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever the issuer sends, the partition goes on
+            log.warning("could not refresh the keys of %s %s: %s", self._label, issuer, exc)
 
     def _refetch_soon(self, issuer: str) -> None:
         if issuer not in self._keys:
             return
         if time.monotonic() - self._fetched.get(issuer, 0.0) < MIN_REFETCH_SECONDS:
             return
+        self._fetched[issuer] = time.monotonic()  # one refetch in flight, not one per token
         with contextlib.suppress(RuntimeError):  # no running loop: the next refresh will do
             task = asyncio.get_running_loop().create_task(self.refresh(issuer))
             self._refetches.add(task)

@@ -71,7 +71,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run_delete(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     registry, now = _registry(), _now(data)
-    _sweep(registry, now)
+    _sweep(registry, _sweep_now())
     if not data.config.exists():
         return _fail("delete", f"no pool in {data.root}")
     deleted = read_marker(data)
@@ -96,7 +96,7 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_recover(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     registry, now = _registry(), _now(data)
-    purged = _sweep(registry, now)
+    purged = _sweep(registry, _sweep_now())
     deleted = read_marker(data)
     if deleted is None:
         if _purged_here(purged, data):
@@ -121,7 +121,7 @@ def run_recover(args: argparse.Namespace) -> int:
 def run_purge(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     registry, now = _registry(), _now(data)
-    purged = _sweep(registry, now)
+    purged = _sweep(registry, _sweep_now())
     deleted = read_marker(data)
     if deleted is None:
         if _purged_here(purged, data):
@@ -139,16 +139,20 @@ def run_purge(args: argparse.Namespace) -> int:
         )
     try:
         with locked(data):
-            purge_data_dir(data)
+            left = purge_data_dir(data)
             registry.forget(deleted.data_dir)
     except PoolBusy:
         return _fail("purge", _busy(data))
+    if left:
+        names = ", ".join(sorted(p.name for p in left))
+        print(f"mhsm pool purge: left what the pool did not make in {data.root}: {names}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
 def run_list_deleted(args: argparse.Namespace) -> int:
-    registry, now = _registry(), _now(None)
-    _sweep(registry, now)
+    registry = _registry()
+    _sweep(registry, _sweep_now())
     emit([{**e.summary(), "dataDir": e.data_dir} for e in registry.entries()], args.output)
     return 0
 
@@ -163,8 +167,7 @@ def start_refusal(args: argparse.Namespace, *, sweep: bool) -> str | None:
     data = DataDir(args.data_dir.resolve())
     registry = _registry()
     try:
-        offset = args.clock_offset
-        now = _now(data) if offset is None else SystemClock(offset).now()
+        now = _sweep_now()  # other pools are a machine-wide matter: not this pool's clock
     except ValueError as e:
         return str(e)
     if sweep:
@@ -181,7 +184,9 @@ def start_refusal(args: argparse.Namespace, *, sweep: bool) -> str | None:
     if data.config.exists():
         return None
     name = args.name or DEFAULT_POOL_NAME
-    holder = registry.holding_name(name, now)
+    holder = registry.holding_name(
+        name, _sweep_now()
+    )  # a machine-wide matter: not this pool's clock
     if holder is None:
         return None
     verbs = "recover" if holder.purge_protection else "recover|purge"
@@ -204,6 +209,12 @@ def _now(data: DataDir | None) -> float:
     if data is not None and data.config.exists():
         configured = PoolConfig.from_json(read_json(data.config)).clock_offset
     return SystemClock(clock_offset(os.environ, configured)).now()
+
+
+def _sweep_now() -> float:
+    """The clock the sweep of every deleted pool uses: $MHSM_CLOCK_OFFSET only, never one
+    pool's configured offset (a scratch pool shifted a year ahead must not purge the others)."""
+    return SystemClock(clock_offset(os.environ, 0.0)).now()
 
 
 def _sweep(registry: DeletedPoolRegistry, now: float) -> list[DeletedPool]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
-from openmhsm.config import DeletionPolicy
+from openmhsm.config import DeletionPolicy, check_clock_offset
 
 DAY = 86_400
 MARKER = "deleted.json"
@@ -109,10 +109,10 @@ def clock_offset(environ: Mapping[str, str], fallback: float) -> float:
     if not text:
         return fallback
     try:
-        return float(text)
+        return check_clock_offset(float(text))
     except ValueError:
         raise ValueError(
-            f"{CLOCK_OFFSET_VARIABLE} must be a number of seconds, not {text!r}"
+            f"{CLOCK_OFFSET_VARIABLE} must be a finite number of seconds, not {text!r}"
         ) from None
 
 
@@ -157,19 +157,39 @@ def locked(data: DataDir, wait: float = 0.0) -> Iterator[None]:
         yield
 
 
-def purge_data_dir(data: DataDir) -> None:
-    """Delete everything in a deleted pool's data dir (the dir itself stays), the marker last so
-    that an interrupted purge leaves a pool that is still deleted and can be purged again.
-    Symbolic links are removed, never followed."""
+# What `mhsm up` makes in a data dir; anything else there (the dir may be shared) is not ours.
+POOL_ENTRIES = frozenset(
+    {"config.json", "pool.json", "admin.json", "tls", "logs", "audit", "cluster.json",
+     "supervisor.json", "etcd", "partitions", "security-domain", ".lock"}
+)  # fmt: skip
+
+
+def is_pool_entry(name: str) -> bool:
+    """Whether `name` in a data dir is one of the pool's own entries (its SQLite files and
+    the temporary files of atomic writes included)."""
+    if name in POOL_ENTRIES or name.startswith("store.db"):
+        return True
+    return name.startswith(".") and name[1:].split(".json.", 1)[0] + ".json" in POOL_ENTRIES
+
+
+def purge_data_dir(data: DataDir) -> list[Path]:
+    """Delete the pool's own entries in a deleted pool's data dir (the dir itself stays, and so
+    does anything else in it, returned), the marker last so that an interrupted purge leaves a
+    pool that is still deleted and can be purged again. Symbolic links are removed, never
+    followed."""
     marker = marker_path(data)
+    left: list[Path] = []
     for path in data.root.iterdir():
         if path == marker:
             continue
-        if path.is_dir() and not path.is_symlink():
+        if not is_pool_entry(path.name):
+            left.append(path)
+        elif path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
     marker.unlink(missing_ok=True)
+    return left
 
 
 # --- the machine-wide registry ---------------------------------------------------------------

@@ -226,25 +226,32 @@ class Partition:
             await self.join_server.start(self.config.bind, self.settings.join_port)
         holder.start_following()
         self.jobs.start()
+        self.scheduler.restoring = self.jobs.restoring
         self.scheduler.start()
         self.context.metrics.scheduler_leading = lambda: lease.leading
         return self.context
 
+    def _issuer_tls(self) -> ssl.SSLContext:
+        """TLS for reaching issuers: the system's roots, plus --trusted-issuer-ca if given (one
+        private issuer must not cut the pool off from public ones such as Azure Attestation)."""
+        tls = ssl.create_default_context()
+        if self.config.trusted_issuer_ca:
+            tls.load_verify_locations(cafile=self.config.trusted_issuer_ca)
+        return tls
+
     async def _trusted_issuers(self) -> TrustedIssuers | None:
         if not self.config.trusted_issuers:
             return None
-        ca = self.config.trusted_issuer_ca
-        tls = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-        self.external = TrustedIssuers(self.config.trusted_issuers, self.clock, tls)
+        self.external = TrustedIssuers(self.config.trusted_issuers, self.clock, self._issuer_tls())
         await self.external.start()
         return self.external
 
     async def _attestation_issuers(self) -> AttestationIssuers | None:
         if not self.config.attestation_issuers:
             return None
-        ca = self.config.trusted_issuer_ca
-        tls = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-        keys = IssuerKeys(self.config.attestation_issuers, tls, label="attestation issuer")
+        keys = IssuerKeys(
+            self.config.attestation_issuers, self._issuer_tls(), label="attestation issuer"
+        )
         self.attestation = AttestationIssuers(keys, self.clock)
         await self.attestation.start()
         return self.attestation

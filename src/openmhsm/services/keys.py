@@ -173,6 +173,7 @@ class KeyService:
         tags: dict[str, str],
         release_policy: JSON | None,
         request_id: str | None = None,
+        replacing: str | None = None,
     ) -> KeyVersion:
         kv = KeyVersion(
             name=name,
@@ -194,6 +195,8 @@ class KeyService:
                 return [], retried  # a retry of a create that committed: answer it again
             cur_path = records.current_path(name)
             current = self.cache.get(cur_path)
+            if replacing is not None and (current is None or current[0].version != replacing):
+                return [], await self.get(name)  # another version came first: nothing to replace
             display = name if current is None else current[0].name
             made = kv.with_changes(name=display)
             ptr = CurrentPointer(display, made.version)
@@ -269,8 +272,12 @@ class KeyService:
 
         return await self.cache.write(name, attempt)
 
-    async def rotate(self, name: str, request_id: str | None = None) -> KeyVersion:
-        """A new version with the current version's type, size, operations, tags and policy."""
+    async def rotate(
+        self, name: str, request_id: str | None = None, *, replacing: str | None = None
+    ) -> KeyVersion:
+        """A new version with the current version's type, size, operations, tags and policy.
+        With `replacing`, only if that version is still the current one (else the current
+        version is returned unchanged: the scheduler's rotation must not follow another)."""
         cur = await self.get(name)
         base = validation.base_kty(cur.kty)
         m = cur.material
@@ -301,6 +308,7 @@ class KeyService:
             dict(cur.tags),
             cur.release_policy,
             request_id,
+            replacing,
         )
 
     # --- rotation policy -------------------------------------------------------------------

@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from openmhsm.crypto.jwk import b64u_decode
 from openmhsm.errors import BadParameter
@@ -66,17 +67,24 @@ def allows(policy: Mapping[str, Any], issuer: str, claims: Mapping[str, Any]) ->
     authorities = policy.get("anyOf")
     if not isinstance(authorities, list) or not authorities:
         raise PolicyError("the release policy needs a non-empty 'anyOf' of authorities")
-    wanted = issuer.rstrip("/").casefold()
+    wanted = _authority(issuer)
     granted = False
     for authority in authorities:
         if not isinstance(authority, dict) or not isinstance(authority.get("authority"), str):
             raise PolicyError("each authority needs an 'authority' URL")
         conditions = {k: v for k, v in authority.items() if k != "authority"}
-        if authority["authority"].rstrip("/").casefold() != wanted:
+        if _authority(authority["authority"]) != wanted:
             _check_shape(conditions, 1)
             continue
         granted = _holds(conditions, claims, 1) or granted
     return granted
+
+
+def _authority(url: str) -> tuple[str, str, str]:
+    """How authority URLs compare: scheme and host case-insensitively, the path exactly (the
+    trust check of the token's issuer compares exactly, so a policy must not be looser)."""
+    parts = urlsplit(url.rstrip("/"))
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path
 
 
 def _check_shape(condition: Mapping[str, Any], depth: int) -> None:
@@ -139,15 +147,16 @@ def find_claim(claims: Mapping[str, Any], name: str) -> Any:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float) or (
+            isinstance(value, str) and value.strip() and "_" not in value
+        ):
             number = float(value)
-        except ValueError:
+        else:
             return None
-        return number if math.isfinite(number) else None
-    return None
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _equals(actual: Any, expected: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Rotation policies: validation of the stored form and ISO-8601 durations (automation: later)."""
+"""Rotation policies: validation of the stored form and ISO-8601 durations (the scheduler in
+services/scheduler.py acts on them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from openmhsm.errors import BadParameter
 from openmhsm.types import JSON
 
 MIN_EXPIRY_SECONDS = 28 * 86400
+MIN_TRIGGER_SECONDS = 7 * 86400  # Azure's floor for both triggers
 DEFAULT_POLICY: JSON = {"lifetimeActions": [], "attributes": {}}
 _DURATION = re.compile(
     r"^P(?!$)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
@@ -43,7 +45,8 @@ def _check_action(item: Any) -> JSON:
     given = [t for t in _TRIGGERS if trigger.get(t) is not None]
     if len(given) != 1:
         raise BadParameter("A trigger needs exactly one of timeAfterCreate or timeBeforeExpiry.")
-    duration_seconds(trigger[given[0]])
+    if duration_seconds(trigger[given[0]]) < MIN_TRIGGER_SECONDS:
+        raise BadParameter(f"{given[0]} must be at least 7 days (P7D).")
     kind = action.get("type")
     if not isinstance(kind, str) or kind.lower() not in ("rotate", "notify"):
         raise BadParameter("The action type must be Rotate.")
@@ -64,8 +67,13 @@ def check_policy(body: Mapping[str, Any], now: int, previous: JSON | None) -> JS
     expiry = attrs.get("expiryTime")
     if expiry is not None and duration_seconds(expiry) < MIN_EXPIRY_SECONDS:
         raise BadParameter("expiryTime must be at least 28 days (P28D).")
-    if any("timeBeforeExpiry" in a["trigger"] for a in checked) and expiry is None:
+    before = [
+        a["trigger"]["timeBeforeExpiry"] for a in checked if "timeBeforeExpiry" in a["trigger"]
+    ]
+    if before and expiry is None:
         raise BadParameter("timeBeforeExpiry needs attributes.expiryTime.")
+    if any(duration_seconds(b) > duration_seconds(expiry) - MIN_TRIGGER_SECONDS for b in before):
+        raise BadParameter("timeBeforeExpiry must be at least 7 days shorter than expiryTime.")
     created = (previous or {}).get("attributes", {}).get("created", now)
     attributes: JSON = {"created": created, "updated": now}
     if expiry is not None:

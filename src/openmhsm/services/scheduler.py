@@ -1,10 +1,12 @@
 """The pool's scheduler: on the one partition that holds the leader lease, it rotates keys whose
 rotation policy says so and purges deleted keys whose retention has ended.
 
-Time is the services' clock (shifted by `mhsm up --clock-offset` or `/openmhsm/clock`). Every
-decision is made again from storage before it is acted on, and a rotation carries a request id
-derived from the version it replaces, so a scheduler that took over from a dead one (with a
-cache a moment behind) never rotates a key twice for the same reason.
+Time is the services' clock (shifted by `mhsm up --clock-offset`). Every decision is made again
+from storage before it is acted on; a rotation names the version it replaces (it does nothing if
+another version came first) and carries a request id derived from it, so neither a manual rotate
+nor a scheduler that took over from a dead one (with a cache a moment behind) leads to a second
+rotation. A disabled key is never rotated (that would bring it back), nor is a version younger
+than a day, whatever a stored policy says. While a full restore's fence is up, nothing runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from openmhsm.errors import KeyNotFound, MhsmError
@@ -26,10 +28,13 @@ from openmhsm.types import Clock
 log = logging.getLogger(__name__)
 TICK = 1.0
 LEASE_KEY = "scheduler/leader"
+MIN_AGE = 86400  # seconds: no version is rotated younger than this
 
 
 def rotation_due(version: KeyVersion, policy: Mapping[str, Any], now: float) -> bool:
     """Whether a Rotate action of `policy` is due for the current `version` at `now`."""
+    if not version.attributes.enabled or now - version.attributes.created < MIN_AGE:
+        return False
     for action in policy.get("lifetimeActions") or []:
         if str((action.get("action") or {}).get("type", "")).lower() != "rotate":
             continue
@@ -62,6 +67,7 @@ class Scheduler:
         self.lease = lease
         self.rotated = 0
         self.purged = 0
+        self.restoring: Callable[[], object] = lambda: None  # a full restore's id, when one runs
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -82,14 +88,21 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.lease.leading = False
                 log.exception("a scheduler round failed; trying again")
 
     async def tick(self) -> None:
-        """One round: every due rotation, then every due purge."""
+        """One round: every due rotation, then every due purge. A key that fails is logged and
+        left for the next round; the others go on."""
+        if self.restoring():
+            return
         now = self.clock.now()
         for name in self.cache.names():
-            if self._due(name, now):
-                await self._rotate(name)
+            try:
+                if self._due(name, now):
+                    await self._rotate(name)
+            except Exception:
+                log.exception("the scheduled rotation of key %s failed", name)
         for name in self.cache.deleted_names():
             hit = self.cache.get(records.deleted_path(name))
             if hit is not None and hit[0].scheduled_purge_date <= now:
@@ -109,7 +122,9 @@ class Scheduler:
             return
         try:
             current = await self.keys.get(name)
-            made = await self.keys.rotate(name, request_id=f"scheduler:rotate:{current.version}")
+            made = await self.keys.rotate(
+                name, request_id=f"scheduler:rotate:{current.version}", replacing=current.version
+            )
         except (KeyNotFound, MhsmError) as exc:
             log.warning("scheduled rotation of key %s failed: %s", name, exc)
             return

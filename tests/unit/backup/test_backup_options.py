@@ -14,7 +14,6 @@ from unit_stack import Stack
 from openmhsm.backup import jobs, runs
 from openmhsm.backup.dir_target import DirectoryTarget
 from openmhsm.backup.jobs import Job
-from openmhsm.config import PoolConfig
 from openmhsm.errors import Conflict, Forbidden
 
 
@@ -102,12 +101,6 @@ def test_directory_targets_stay_under_the_backup_dirs(hsm: Any, tmp_path: Path) 
 
     hsm(body, jobs=True)
     assert not (tmp_path / "elsewhere").exists()
-
-
-def test_backup_dirs_survive_the_pool_configuration() -> None:
-    config = PoolConfig(name="p", tenant_id="t", port=1, backup_dirs=("/srv/backups",))
-    assert PoolConfig.from_json(config.to_json()).backup_dirs == ("/srv/backups",)
-    assert PoolConfig.from_json({"name": "p", "tenant_id": "t", "port": 1}).backup_dirs == ()
 
 
 def test_a_retried_start_finds_its_running_job(hsm: Any, tmp_path: Path) -> None:

@@ -199,14 +199,18 @@ def test_an_existing_pool_of_the_same_name_still_starts(tmp_path: Path, mhsm: An
     assert start_refusal(up_args(kept), sweep=True) is None
 
 
-def test_up_honours_its_clock_offset_flag(tmp_path: Path, mhsm: Any) -> None:
+def test_up_with_a_clock_offset_judges_other_pools_by_the_real_clock(
+    tmp_path: Path, mhsm: Any
+) -> None:
     pool = make_pool(tmp_path / "p1", protection=True)
     mhsm("pool", "delete", "--data-dir", pool)
     fresh = tmp_path / "fresh"
     assert start_refusal(up_args(fresh, "--name", "hsm1"), sweep=False) is not None
     later = up_args(fresh, "--name", "hsm1", "--clock-offset", str(8 * DAY))
-    assert start_refusal(later, sweep=True) is None  # the old pool's retention has ended
-    assert read_marker(DataDir(pool)) is None and not (pool / "store.db").exists()
+    # A pool's own shifted clock frees no other pool's name and purges no other pool: those
+    # are machine-wide matters, judged by the real clock (or $MHSM_CLOCK_OFFSET).
+    assert start_refusal(later, sweep=True) is not None
+    assert read_marker(DataDir(pool)) is not None and (pool / "store.db").exists()
 
 
 # --- recover ---------------------------------------------------------------------------------
@@ -251,7 +255,7 @@ def test_purge_is_refused_under_purge_protection_until_retention_ends(
     purged = mhsm("pool", "purge", "--data-dir", pool, days_later=7)
     assert purged.code == 0, purged.err
     assert purged.out == ""
-    assert list(pool.iterdir()) == []
+    assert [p.name for p in pool.iterdir()] == ["backups"]  # not the pool's: left
     assert (tmp_path / "p1-outside" / "keep").exists()  # a link is removed, not followed
     assert DeletedPoolRegistry(state).read() == []
 
@@ -260,7 +264,7 @@ def test_purge_without_protection_works_at_once(tmp_path: Path, mhsm: Any) -> No
     pool = make_pool(tmp_path / "p1", retention=90)
     mhsm("pool", "delete", "--data-dir", pool)
     assert mhsm("pool", "purge", "--data-dir", pool).code == 0
-    assert list(pool.iterdir()) == []
+    assert [p.name for p in pool.iterdir()] == ["backups"]  # not the pool's: left
     assert mhsm("pool", "list-deleted").json == []
     assert start_refusal(up_args(tmp_path / "fresh", "--name", "hsm1"), sweep=True) is None
 
@@ -285,7 +289,7 @@ def test_any_pool_command_purges_pools_past_retention(tmp_path: Path, mhsm: Any)
     listed = mhsm("pool", "list-deleted", days_later=8)
     assert [e["name"] for e in listed.json] == ["hsm2"]
     assert f"purged pool 'hsm1' in {short}" in listed.err
-    assert list(short.iterdir()) == [] and (long / "store.db").exists()
+    assert [p.name for p in short.iterdir()] == ["backups"] and (long / "store.db").exists()
 
 
 def test_the_pools_own_clock_offset_counts_without_the_variable(tmp_path: Path, mhsm: Any) -> None:

@@ -44,8 +44,10 @@ def self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.Cer
 def test_issuer_keys_load_refresh_and_keep_keys_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     authority = AttestationAuthority(FakeClock())
     answers: list[Mapping[str, Any] | Exception] = []
+    calls: list[str] = []
 
     async def fetch(issuer: str) -> Mapping[str, Any]:
+        calls.append(issuer)
         answer = answers.pop(0) if answers else await authority.fetch(issuer)
         if isinstance(answer, Exception):
             raise answer
@@ -60,11 +62,16 @@ def test_issuer_keys_load_refresh_and_keep_keys_on_failure(monkeypatch: pytest.M
         answers.append(ValueError("issuer down"))
         await keys.refresh(ATTESTATION_ISSUER)
         assert keys.key(ATTESTATION_ISSUER, authority.kid) is not None  # kept
-        answers.append({"keys": []})
+        answers.append({"keys": []})  # an answer with no usable key (an error body, say)
         await keys.refresh(ATTESTATION_ISSUER)
-        monkeypatch.setattr(external, "MIN_REFETCH_SECONDS", 0.0)
-        assert keys.key(ATTESTATION_ISSUER, authority.kid) is None  # refetches soon
+        assert keys.key(ATTESTATION_ISSUER, authority.kid) is not None  # does not unseat them
+        monkeypatch.setattr(external, "MIN_REFETCH_SECONDS", 5.0)
+        keys._fetched.clear()  # the last fetch was long ago
+        fetched = len(calls)
+        for _ in range(50):  # a burst of unknown kids: one refetch, not one each
+            assert keys.key(ATTESTATION_ISSUER, "unknown-kid") is None
         await asyncio.sleep(0.01)
+        assert len(calls) == fetched + 1
         assert keys.key(ATTESTATION_ISSUER, authority.kid) is not None
         assert keys.key("https://other.test", authority.kid) is None
         await keys.stop()

@@ -71,7 +71,14 @@ def test_only_authorities_of_the_tokens_issuer_count() -> None:
     assert allows(two, MAA, SNP_CLAIMS)
     assert allows(
         policy({"claim": "sdk-test", "equals": True}, authority=MAA.upper()), MAA, SNP_CLAIMS
-    )
+    )  # scheme and host compare case-insensitively...
+    shouting_path = policy({"claim": "sdk-test", "equals": True}, authority=MAA + "/TENANT")
+    assert not allows(shouting_path, MAA + "/tenant", SNP_CLAIMS)  # ...the path exactly
+
+
+def test_numbers_that_are_no_numbers_do_not_compare() -> None:
+    for value in ("1_0", " ", 10**400, "1e999"):
+        assert not allows(policy({"claim": "n", "greater": 5}), MAA, {"n": value})
 
 
 @pytest.mark.parametrize(

@@ -146,3 +146,69 @@ def test_rotation_due_reads_both_triggers() -> None:
     assert not rotation_due(version, BEFORE_EXPIRY, 1000 + 50 * DAY - 1)
     assert rotation_due(version, BEFORE_EXPIRY, 1000 + 50 * DAY)
     assert not rotation_due(version, {"lifetimeActions": []}, 10**12)
+
+
+def test_disabled_keys_and_young_versions_are_left_alone(hsm: Any) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("off", EC)
+        await stack.keys.set_rotation_policy("off", AFTER_30D)
+        await stack.keys.update("off", None, {"attributes": {"enabled": False}})
+        scheduler = scheduler_of(stack)
+        stack.clock.advance(31 * DAY)
+        await scheduler.tick()
+        assert scheduler.rotated == 0 and len(versions(stack, "off")) == 1
+
+    hsm(body)
+
+
+def test_a_manual_rotate_in_between_is_not_followed_by_another(hsm: Any) -> None:
+    async def body(stack: Stack) -> None:
+        first = await stack.keys.create("k", EC)
+        await stack.keys.set_rotation_policy("k", AFTER_30D)
+        stack.clock.advance(31 * DAY)
+        manual = await stack.keys.rotate("k")  # lands after the scheduler decided
+        kept = await stack.keys.rotate("k", "scheduler:x", replacing=first.version)
+        assert kept.version == manual.version and len(versions(stack, "k")) == 2
+
+    hsm(body)
+
+
+def test_nothing_runs_while_a_full_restore_holds_the_fence(hsm: Any) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("k", EC)
+        await stack.keys.set_rotation_policy("k", AFTER_30D)
+        scheduler = scheduler_of(stack)
+        scheduler.restoring = lambda: "job"
+        stack.clock.advance(31 * DAY)
+        await scheduler.tick()
+        assert scheduler.rotated == 0
+
+    hsm(body)
+
+
+def test_policies_that_would_rotate_without_end_are_refused(hsm: Any) -> None:
+    from openmhsm.errors import BadParameter
+
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("k", EC)
+        for policy in (
+            {"lifetimeActions": [{"trigger": {"timeAfterCreate": "PT1S"},
+                                  "action": {"type": "Rotate"}}]},
+            {"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P60D"},
+                                  "action": {"type": "Rotate"}}],
+             "attributes": {"expiryTime": "P28D"}},
+            {"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P22D"},
+                                  "action": {"type": "Rotate"}}],
+             "attributes": {"expiryTime": "P28D"}},
+        ):  # fmt: skip
+            try:
+                await stack.keys.set_rotation_policy("k", policy)
+            except BadParameter:
+                continue
+            raise AssertionError(f"accepted {policy}")
+        ok = {"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P21D"},
+                                   "action": {"type": "Rotate"}}],
+              "attributes": {"expiryTime": "P28D"}}  # fmt: skip
+        await stack.keys.set_rotation_policy("k", ok)
+
+    hsm(body)
