@@ -94,12 +94,9 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    data = DataDir(args.data_dir.resolve())
-    registry, now = _registry(), _now(data)
-    purged = _sweep(registry, _sweep_now())
-    deleted = read_marker(data)
+    data, registry, now, deleted, swept = _look(args)
     if deleted is None:
-        if _purged_here(purged, data):
+        if swept:
             return _fail("recover", "its retention period had ended, so it was purged")
         return _fail("recover", f"the pool in {data.root} is not deleted")
     if not deleted.recoverable(now):
@@ -119,12 +116,9 @@ def run_recover(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    data = DataDir(args.data_dir.resolve())
-    registry, now = _registry(), _now(data)
-    purged = _sweep(registry, _sweep_now())
-    deleted = read_marker(data)
+    data, registry, now, deleted, swept = _look(args)
     if deleted is None:
-        if _purged_here(purged, data):
+        if swept:
             return 0
         return _fail(
             "purge",
@@ -209,6 +203,17 @@ def _now(data: DataDir | None) -> float:
     if data is not None and data.config.exists():
         configured = PoolConfig.from_json(read_json(data.config)).clock_offset
     return SystemClock(clock_offset(os.environ, configured)).now()
+
+
+def _look(
+    args: argparse.Namespace,
+) -> tuple[DataDir, DeletedPoolRegistry, float, DeletedPool | None, bool]:
+    """The data dir, the registry, the pool's clock, its deletion marker, and whether the sweep
+    that runs first has just purged it."""
+    data = DataDir(args.data_dir.resolve())
+    registry, now = _registry(), _now(data)
+    swept = _purged_here(_sweep(registry, _sweep_now()), data)
+    return data, registry, now, read_marker(data), swept
 
 
 def _sweep_now() -> float:
