@@ -1,8 +1,8 @@
-"""`python -m benchmarks [sign|pool|backup]` (or `make bench`): run the benchmarks."""
+"""`python -m benchmarks [sign|pool|backup|region]` (or `make bench`): run the benchmarks."""
 
 import sys
 
-from benchmarks import backup, pool, sign_throughput
+from benchmarks import backup, pool, region_lag, sign_throughput
 
 if __name__ == "__main__":
     chosen = set(sys.argv[1:]) or {"sign", "pool"}
@@ -12,3 +12,5 @@ if __name__ == "__main__":
         pool.main()
     if "backup" in chosen:
         backup.main()
+    if "region" in chosen:
+        region_lag.main()

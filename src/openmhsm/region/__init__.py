@@ -1,0 +1,1 @@
+"""Extended regions: a second pool with the same security domain, kept current by replication."""
