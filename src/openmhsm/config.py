@@ -38,6 +38,51 @@ LOCAL_NAMES = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True, slots=True)
+class RegionConfig:
+    """An extended region's link to its primary (DESIGN §8): where writes go, the primary's etcd
+    (which the replicator follows) and its partitions' join endpoints (for the domain secrets)."""
+
+    primary_url: str
+    primary_etcd: tuple[str, ...]  # "host:port" client endpoints
+    primary_join: tuple[tuple[str, int], ...]
+    role: str = "extended"
+
+    def __post_init__(self) -> None:
+        if self.role != "extended":
+            raise ValueError(f"unknown region role: {self.role!r}")
+        if not self.primary_etcd:
+            raise ValueError("an extended region needs the primary's etcd endpoints")
+
+    @property
+    def primary_storage(self) -> str:
+        return "etcd://" + ",".join(self.primary_etcd)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "role": self.role,
+            "primary_url": self.primary_url,
+            "primary_etcd": list(self.primary_etcd),
+            "primary_join": [[host, port] for host, port in self.primary_join],
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> RegionConfig:
+        """Raises ValueError (or KeyError) for a malformed region section."""
+        if not isinstance(obj, dict):
+            raise ValueError("the region section must be an object")
+        return cls(
+            role=str(obj.get("role", "extended")),
+            primary_url=str(obj["primary_url"]),
+            primary_etcd=tuple(str(e) for e in _list(obj.get("primary_etcd"))),
+            primary_join=tuple(
+                (str(pair[0]), int(pair[1]))
+                for pair in _list(obj.get("primary_join"))
+                if isinstance(pair, list) and len(pair) == 2
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PoolConfig:
     """A pool's settings, fixed at creation (port and host names may change on restart)."""
 
@@ -59,6 +104,7 @@ class PoolConfig:
     # Secure key release: issuers of attestation tokens (OpenID discovery + JWKS) the pool trusts.
     attestation_issuers: tuple[str, ...] = ()
     clock_offset: float = 0.0  # seconds added to the system clock (tests and time-shift drills)
+    region: RegionConfig | None = None  # set in an extended region: read-only, replicated
 
     @property
     def host(self) -> str:
@@ -94,6 +140,7 @@ class PoolConfig:
             "backup_dirs": list(self.backup_dirs),
             "attestation_issuers": list(self.attestation_issuers),
             "clock_offset": self.clock_offset,
+            **({"region": self.region.to_json()} if self.region is not None else {}),
         }
 
     @classmethod
@@ -117,6 +164,7 @@ class PoolConfig:
             backup_dirs=tuple(str(d) for d in _list(obj.get("backup_dirs"))),
             attestation_issuers=tuple(str(i) for i in _list(obj.get("attestation_issuers"))),
             clock_offset=check_clock_offset(float(str(obj.get("clock_offset", 0.0)))),
+            region=RegionConfig.from_json(obj["region"]) if obj.get("region") else None,
         )
 
 

@@ -43,6 +43,7 @@ class ApiContext:
     external_issuers: TrustedIssuers | None = None
     jobs: BackupService | None = None  # None: no full backup and restore (unit fixtures)
     release: KeyRelease | None = None  # None: release and attestation answer NotSupported
+    read_only: str | None = None  # an extended region: the primary's URL, where writes go
 
     def __post_init__(self) -> None:
         if self.security_domain is not None:

@@ -21,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openmhsm.region.replicator import Lag
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -51,7 +53,8 @@ class RequestMetrics:
     `clock` (monotonic seconds) places requests in the availability ring; tests inject one.
     `storage_up` says whether the partition's last storage call succeeded and `cache_revision`
     is the last storage revision its cache applied, `scheduler_leading` whether this partition's
-    scheduler holds the pool's lease; a gauge whose hook is None is left out."""
+    scheduler holds the pool's lease, `replication_lag` an extended region's lag behind its
+    primary; a gauge whose hook is None (or answers None) is left out."""
 
     def __init__(
         self,
@@ -60,11 +63,13 @@ class RequestMetrics:
         storage_up: Callable[[], bool] | None = None,
         cache_revision: Callable[[], int] | None = None,
         scheduler_leading: Callable[[], bool] | None = None,
+        replication_lag: Callable[[], Lag | None] | None = None,
     ) -> None:
         self.clock = clock
         self.storage_up = storage_up
         self.cache_revision = cache_revision
         self.scheduler_leading = scheduler_leading
+        self.replication_lag = replication_lag  # an extended region's; None when unknown
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, _Histogram] = {}
         self._second = [-1] * _RING
@@ -153,6 +158,9 @@ class RequestMetrics:
                 "1 on the partition whose scheduler rotates and purges keys for the pool.",
             )
             lines.append(_sample("openmhsm_scheduler_leader", int(self.scheduler_leading())))
+        lag = self.replication_lag() if self.replication_lag is not None else None
+        if lag is not None:
+            _replication_lag(lines, lag)
         return "\n".join(lines) + "\n"
 
 
@@ -205,6 +213,23 @@ def metrics_routes(metrics: RequestMetrics, partition_id: int) -> list[BaseRoute
         return Response(metrics.exposition(partition_id), media_type=CONTENT_TYPE)
 
     return [Route("/metrics", show, methods=["GET"])]
+
+
+def _replication_lag(lines: list[str], lag: Lag) -> None:
+    _family(
+        lines,
+        "openmhsm_replication_lag_seconds",
+        "gauge",
+        "How long the oldest change of the primary not yet applied here has been known.",
+    )
+    lines.append(_sample("openmhsm_replication_lag_seconds", lag.seconds))
+    _family(
+        lines,
+        "openmhsm_replication_lag_revisions",
+        "gauge",
+        "Primary storage revisions seen but not yet applied here.",
+    )
+    lines.append(_sample("openmhsm_replication_lag_revisions", lag.revisions))
 
 
 def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:

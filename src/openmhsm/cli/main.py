@@ -15,6 +15,7 @@ from openmhsm.cli import (
     pool,
     pool_lifecycle,
     principals,
+    region,
     security_domain,
     status,
 )
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(commands)
     backup.register(commands)
     backup.register_restore(commands)
+    region.register(commands)
     return parser
 
 

@@ -33,8 +33,9 @@ def run_partition(args: argparse.Namespace) -> int:
         own_port=ports.port,
         pool_port=config.port,
         join_port=ports.join_port,
-        peers=plan.peers(args.id, host),
-        bootstrap_admin=args.id == 0,
+        # An extended region's partitions join from their peers or from the primary's.
+        peers=plan.peers(args.id, host) + (config.region.primary_join if config.region else ()),
+        bootstrap_admin=args.id == 0 and config.region is None,  # its admin is the primary's
         pool_ports=tuple(p.port for p in plan.partitions),
     )
 

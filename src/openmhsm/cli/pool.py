@@ -195,6 +195,8 @@ def _activate_if_needed(data: DataDir, config: PoolConfig, doc: dict[str, Any]) 
     """`mhsm up` without --no-activate or --recovery activates a new pool itself, loudly, and
     gives its bootstrap administrator Crypto Officer and Crypto User at `/` besides the Managed
     HSM Administrator role every pool's first administrator holds."""
+    if config.region is not None:  # an extended region holds its primary's active domain
+        return
     if config.activation != "auto" or (data.root / "security-domain" / "sd.json").exists():
         return
     folder = activate_locally(doc, data.root)

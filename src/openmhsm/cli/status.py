@@ -54,6 +54,9 @@ def run_status(args: argparse.Namespace) -> int:
     if doc is None:
         return 1
     report = asyncio.run(collect_status(doc, read_optional(data.supervisor_state)))
+    region = read_optional(data.region_state)  # an extended region's replication, if any
+    if region:
+        report["region"] = region
     if args.output == "json":
         print(json.dumps(report, indent=2))
     else:
@@ -236,6 +239,13 @@ def print_status(report: Mapping[str, Any]) -> None:
     else:
         figures = ", ".join(f"{w} {availability[w]:.3%}" for w in ("1m", "1h") if w in availability)
         print(f"availability (partition {availability['partition']}): {figures}")
+    region = report.get("region")
+    if region:
+        print(
+            f"region: extended, primary {region['primary_url']}; replication lag "
+            f"{region['lag_seconds']:.3f} s, {region['lag_revisions']} revisions "
+            f"(applied {region['applied_revision']})"
+        )
 
 
 # --- shared ----------------------------------------------------------------------------------

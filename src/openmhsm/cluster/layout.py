@@ -39,6 +39,16 @@ class DataDir:
         return self.tls / "ca.key"
 
     @property
+    def join_ca(self) -> Path:
+        """In an extended region: the primary's CA, which issued the partition certificates."""
+        return self.tls / "join-ca.pem"
+
+    @property
+    def region_state(self) -> Path:
+        """In an extended region: the replication lag as the supervisor last saw it."""
+        return self.root / "region.json"
+
+    @property
     def server_cert(self) -> Path:
         return self.tls / "server.pem"
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from openmhsm.cluster.draining import DrainingServer
 from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
+from openmhsm.region.follower import read_lag
+from openmhsm.region.replicator import Lag
 from openmhsm.services import fence, scheduler
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
@@ -50,6 +53,11 @@ from openmhsm.storage.registry import open_storage
 from openmhsm.types import SystemClock
 
 log = logging.getLogger(__name__)
+
+
+def region_lag(data: DataDir) -> Callable[[], Lag | None]:
+    """The extended region's replication lag, as its supervisor last published it."""
+    return lambda: read_lag(data.region_state, time.time())
 
 
 def _host_port(host: str, port: int) -> str:
@@ -134,7 +142,9 @@ class Partition:
         if not cert.exists():
             return None
         make = join.server_context if server else join.client_context
-        return make(cert, key, self.data.ca_cert)
+        # An extended region's partition certificates come from the primary's CA (DESIGN §8).
+        ca = self.data.join_ca if self.data.join_ca.exists() else self.data.ca_cert
+        return make(cert, key, ca)
 
     async def open(self) -> ApiContext:
         raw = open_storage(self.settings.storage)
@@ -218,6 +228,7 @@ class Partition:
             external_issuers=await self._trusted_issuers(),
             jobs=self.jobs,
             release=release,
+            read_only=self.config.region.primary_url if self.config.region else None,
         )
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
@@ -227,7 +238,10 @@ class Partition:
         holder.start_following()
         self.jobs.start()
         self.scheduler.restoring = self.jobs.restoring
-        self.scheduler.start()
+        if self.config.region is None:  # rotation and purge are writes: the primary's to make
+            self.scheduler.start()
+        else:
+            self.context.metrics.replication_lag = region_lag(self.data)
         self.context.metrics.scheduler_leading = lambda: lease.leading
         return self.context
 
