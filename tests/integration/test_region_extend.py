@@ -6,7 +6,6 @@ protocol), which serves reads and crypto from its replica, refuses writes with 4
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import ssl
@@ -25,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dev_pool import DevPool, free_port
 from keys_support import raw_to_der, release_connections, sdk_key_client
 from pool_support import PoolProcess, child_pids, kill_leftovers, mhsm, runs
+from region_support import extended_view, wait_for_key
 
 pytestmark = pytest.mark.integration
 
 DIGEST = hashlib.sha256(b"regions").digest()
-APPEAR_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +38,6 @@ def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolProcess]:
         yield started
     finally:
         started.stop()
-
-
-def extended_view(data_dir: Path) -> DevPool:
-    """The extended region as a client sees it: its own pool.json (URL, CA, admin)."""
-    view = DevPool(data_dir, 0)
-    view.doc = json.loads((data_dir / "pool.json").read_text())
-    return view
-
-
-def wait_for_key(keys: KeyClient, name: str) -> None:
-    deadline = time.monotonic() + APPEAR_TIMEOUT
-    while True:
-        try:
-            keys.get_key(name)
-            return
-        except HttpResponseError as exc:
-            if exc.status_code != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def verify_with_primary(primary_keys: KeyClient, name: str, signature: bytes) -> None:
