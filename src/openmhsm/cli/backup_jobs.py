@@ -10,6 +10,7 @@ sent to the pool and nowhere else: no message, repr or summary here quotes it.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,10 +65,16 @@ class Storage:
         return targets.open_target(self.uri, token=self.token, use_managed_identity=self.managed)
 
 
+SAS_TOKEN_VARIABLE = "MHSM_SAS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
 def add_auth_options(parser: argparse.ArgumentParser) -> None:
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument(
-        "--sas-token", metavar="TOKEN", help="a SAS token for the blob container (never printed)"
+        "--sas-token",
+        metavar="TOKEN",
+        help=f"a SAS token for the blob container (never printed; default: ${SAS_TOKEN_VARIABLE},"
+        " which keeps it out of the process list)",
     )
     auth.add_argument(
         "--use-managed-identity",
@@ -114,6 +121,8 @@ def checked_storage(uri: str, flag: str, args: argparse.Namespace) -> Storage:
     if parts.query or parts.fragment:
         raise ValueError(f"{flag} must not carry a query: give the SAS token with --sas-token")
     token, managed = args.sas_token, bool(args.use_managed_identity)
+    if token is None and not managed and scheme != "file":
+        token = os.environ.get(SAS_TOKEN_VARIABLE) or None  # off the command line and /proc
     if token is not None and not token.removeprefix("?"):
         raise ValueError("--sas-token is empty")
     if scheme == "file":

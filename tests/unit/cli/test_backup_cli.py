@@ -557,3 +557,14 @@ def test_schedule_stops_cleanly_on_ctrl_c(
     if sleeps_before:
         assert "stopped waiting; job j1 goes on in the pool" in err
         assert pool.closed
+
+
+def test_the_sas_token_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backup_jobs.SAS_TOKEN_VARIABLE, f"?{SAS}")
+    from_env = backup_jobs.storage_of(parse("backup", "list", "--storage-container-uri", BLOB))
+    assert from_env.wire()["token"] == SAS  # off the command line, out of the process list
+    given = parse("backup", "list", "--storage-container-uri", BLOB, "--sas-token", "sv=1&sig=x")
+    assert backup_jobs.storage_of(given).wire()["token"] == "sv=1&sig=x"  # the flag wins
+    managed = parse("backup", "list", "--storage-container-uri", BLOB, "--use-managed-identity")
+    assert "token" not in backup_jobs.storage_of(managed).wire()
+    assert "token" not in backup_jobs.storage_of(parse("backup", "list", "--dir", "/x/c")).wire()
