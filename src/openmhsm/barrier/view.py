@@ -2,8 +2,10 @@
 
 Keys are relative to the view's prefix (`/pool1/` + `keys/k1/abc`). Values are sealed by the
 barrier on the way in and opened on the way out, with the full storage path as AAD, so storage
-only ever holds sealed records. Keys under `meta/` are the exception: plaintext domain metadata
-(DESIGN §4) that must be readable before the domain keys are known.
+only ever holds sealed records. Keys under `meta/` and `region/` are the exception: plaintext
+domain metadata (DESIGN §4) that must be readable before the domain keys are known, and the
+region link and replication checkpoint (DESIGN §8), which name URLs and revisions, no secret, and
+are written by the supervisor and the replicator without the barrier.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from openmhsm.barrier.barrier import Barrier
 from openmhsm.storage.base import Delete, Entry, Event, Put, Storage, TxnOp
 
-PLAINTEXT_PREFIX = "meta/"
+PLAINTEXT_PREFIXES = ("meta/", "region/")
 
 
 class BarrierView:
@@ -111,12 +113,12 @@ class BarrierView:
         return Entry(key, self._open(key, entry.value), entry.mod_revision)
 
     def _seal(self, key: str, value: bytes) -> bytes:
-        if key.startswith(PLAINTEXT_PREFIX):
+        if key.startswith(PLAINTEXT_PREFIXES):
             return value
         return self._barrier.seal(self.prefix + key, value)
 
     def _open(self, key: str, value: bytes) -> bytes:
-        if key.startswith(PLAINTEXT_PREFIX):
+        if key.startswith(PLAINTEXT_PREFIXES):
             return value
         return self._barrier.open(self.prefix + key, value)
 

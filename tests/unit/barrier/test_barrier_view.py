@@ -108,3 +108,25 @@ def test_tampered_record_fails_in_watch() -> None:
 def test_prefix_must_end_with_a_slash() -> None:
     with pytest.raises(ValueError):
         BarrierView(MemoryStorage(), BARRIER, "/pool1")
+
+
+def test_region_records_are_plaintext_so_a_watch_passes_over_them() -> None:
+    """The replicator's checkpoint is written without the barrier, in the same transaction as
+    the records it covers: a cache watching the whole view must read past it, not stall."""
+
+    async def scenario() -> None:
+        inner = MemoryStorage()
+        view = BarrierView(inner, BARRIER, "/pool1/")
+        await view.put_if("keys/k1/abc", b"sealed")
+        sealed = BARRIER.seal("/pool1/keys/k2/def", b"replicated")
+        revision = await inner.txn(
+            [Put("/pool1/keys/k2/def", sealed), Put("/pool1/region/checkpoint", b"{}")]
+        )
+        events = []
+        async for event in view.watch_from("", 1):
+            events.append((event.key, event.revision))
+            if event.revision == revision and event.key == "region/checkpoint":
+                break
+        assert [key for key, _ in events] == ["keys/k1/abc", "keys/k2/def", "region/checkpoint"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
