@@ -46,6 +46,8 @@ class RegionConfig:
     primary_etcd: tuple[str, ...]  # "host:port" client endpoints
     primary_join: tuple[tuple[str, int], ...]
     role: str = "extended"
+    term: int = 1  # the primary's term when this region began to follow it
+    failover_after: float = 30.0  # seconds without the primary before promotion (0: by command)
 
     def __post_init__(self) -> None:
         if self.role != "extended":
@@ -63,6 +65,8 @@ class RegionConfig:
             "primary_url": self.primary_url,
             "primary_etcd": list(self.primary_etcd),
             "primary_join": [[host, port] for host, port in self.primary_join],
+            "term": self.term,
+            "failover_after": self.failover_after,
         }
 
     @classmethod
@@ -79,6 +83,8 @@ class RegionConfig:
                 for pair in _list(obj.get("primary_join"))
                 if isinstance(pair, list) and len(pair) == 2
             ),
+            term=int(obj.get("term", 1)),
+            failover_after=float(obj.get("failover_after", 30.0)),
         )
 
 

@@ -1,7 +1,8 @@
-"""Issue 8, first slice: `mhsm region add` extends a running three-partition pool to a second
-region on this machine (its own etcd and CA, the primary's security domain over the join
-protocol), which serves reads and crypto from its replica, refuses writes with 403
-`ReadOnlyRegion`, reports its lag in `/metrics`, and leaves nothing behind on `region remove`."""
+"""Issue 8: `mhsm region add` extends a running three-partition pool to a second region on this
+machine (its own etcd, the pool's CA, the primary's security domain over the join protocol),
+which serves reads and crypto from its replica, forwards writes to the primary and shows them
+at once, accepts the primary's tokens, reports its lag in `/metrics`, and leaves nothing behind
+on `region remove`."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def exercise(
     pids: list[int],
 ) -> None:  # fmt: skip
     assert region.url != primary.url
-    assert region.ca != primary.ca  # its own CA
+    assert Path(region.ca).read_bytes() == Path(primary.ca).read_bytes()  # one pool, one CA
+    assert region.doc["regions"] == [region.url, primary.url]
     # The domain secrets came over the join protocol and were sealed at once: no security-domain
     # files here, and each partition holds its own sealed copy.
     assert not (region_dir / "security-domain").exists()
@@ -92,15 +94,28 @@ def exercise(
         primary_keys.create_ec_key("after-region", curve="P-256")
         wait_for_key(keys, "after-region")
 
-        # Writes are refused with a Key Vault error that names the primary.
-        with pytest.raises(HttpResponseError) as refused:
-            keys.create_ec_key("written-to-region", curve="P-256")
-        assert refused.value.status_code == 403
-        error = refused.value.response.json()["error"]
-        assert error["code"] == "Forbidden"
-        assert error["innererror"]["code"] == "ReadOnlyRegion"
-        assert primary.url in error["message"]
+        # A write through the region goes to the primary, and the region shows it at once.
+        written = keys.create_ec_key("written-to-region", curve="P-256", tags={"via": "region"})
+        assert written.id.startswith(region.url + "/keys/written-to-region/")
+        assert keys.get_key("written-to-region").properties.tags == {"via": "region"}
+        assert primary_keys.get_key("written-to-region").id.endswith(written.properties.version)
+        updated = keys.update_key_properties("written-to-region", tags={"via": "both"})
+        assert keys.get_key("written-to-region").properties.tags == updated.properties.tags
+        with pytest.raises(HttpResponseError) as refused:  # the primary's errors come back whole
+            keys.create_key("written-to-region", "nonsense")
+        assert refused.value.status_code == 400
+        assert refused.value.response.json()["error"]["code"] == "BadParameter"
         del refused
+
+        # A token of the primary is good in the region (one pool: a client keeps it across a
+        # failover), and the other way round.
+        with (
+            primary.credential() as primary_credential,
+            KeyClient(region.url, primary_credential, connection_verify=region.ca) as crossing,
+        ):
+            assert crossing.get_key("after-region").name == "after-region"
+            crossing.create_ec_key("crossing", curve="P-256")
+        assert primary_keys.get_key("crossing").name == "crossing"
 
         metrics = _metrics(region)
         assert "openmhsm_replication_lag_seconds " in metrics
@@ -108,6 +123,7 @@ def exercise(
         status = mhsm("status", "--data-dir", str(region_dir), "--output", "json")
         assert status.code == 0, status.stdout + status.stderr
         assert status.json()["region"]["primary_url"] == primary.url
+        assert status.json()["region"]["role"] == "extended"
 
         # Replication lives in the supervisor: a killed partition changes nothing.
         killed = region.doc["partitions"][0]["pid"]

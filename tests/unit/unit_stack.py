@@ -290,6 +290,7 @@ async def build_stack(
         tenant_id=TENANT,
         audience_ok=audience_ok,
         settings=SettingsStore(view),
+        last_write=lambda: view.last_write,
     )
     stack = Stack(
         storage=storage,

@@ -29,7 +29,7 @@ from openmhsm.api.middleware import (
 )
 from openmhsm.api.principals import PrincipalsApi
 from openmhsm.api.rbac import RbacApi
-from openmhsm.api.region_gate import ReadOnlyGate
+from openmhsm.api.region_forward import RegionGate
 from openmhsm.api.security_domain import SecurityDomainApi
 from openmhsm.api.settings import SettingsApi
 from openmhsm.auth.identity import identity_routes
@@ -77,8 +77,8 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     routes = data_plane_routes(ctx)
     protected: ASGIApp = _RaisingRouter(routes)
     protected = Authorize(protected, routes, ctx.rbac)
-    if ctx.read_only is not None:  # after authentication, as the restore gate
-        protected = ReadOnlyGate(protected, ctx.read_only)
+    # After authentication, as the restore gate; before RBAC, which the primary applies.
+    protected = RegionGate(protected, ctx.forwards_to, ctx.forwarder, ctx.last_write)
     if ctx.jobs is not None:  # after authentication: a stranger gets the 401 challenge first
         protected = RestoreGate(protected, ctx.jobs.current_restore)
     protected = Authenticate(

@@ -10,6 +10,7 @@ from openmhsm.auth.external import TrustedIssuers
 from openmhsm.auth.tokens import TokenService
 from openmhsm.backup.service import BackupService
 from openmhsm.config import DeletionPolicy
+from openmhsm.region.forwarder import Sender
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
 from openmhsm.services.deleted import DeletedKeyService
@@ -43,7 +44,10 @@ class ApiContext:
     external_issuers: TrustedIssuers | None = None
     jobs: BackupService | None = None  # None: no full backup and restore (unit fixtures)
     release: KeyRelease | None = None  # None: release and attestation answer NotSupported
-    read_only: str | None = None  # an extended region: the primary's URL, where writes go
+    # In an extended region: the primary's URL, where writes go (DESIGN §8); else None.
+    forwards_to: Callable[[], str | None] = field(default=lambda: None)
+    forwarder: Sender | None = None  # None: an extended region refuses writes instead
+    last_write: Callable[[], int] = field(default=lambda: 0)  # newest replicated revision written
 
     def __post_init__(self) -> None:
         if self.security_domain is not None:

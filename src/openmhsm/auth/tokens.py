@@ -86,10 +86,22 @@ class TokenService:
 
     def __init__(self, signing_key: ec.EllipticCurvePrivateKey, issuer: str, clock: Clock) -> None:
         self.issuer = issuer
+        self._peer_issuer: str | None = None
         self._clock = clock
         self._cache: dict[bytes, _Validated] = {}
         self._verifiers: dict[str, ec.EllipticCurvePublicKey] = {}
         self.rotate(signing_key)
+
+    def trust_peer(self, issuer: str | None) -> None:
+        """Also accept tokens that name `issuer`: the other region of this pool, which signs with
+        the same domain-derived key (DESIGN §8), so a client keeps its token across a failover
+        and a forwarded write carries the caller's own token. None trusts no peer."""
+        if issuer != self._peer_issuer:
+            self._peer_issuer = issuer
+            self._cache.clear()  # tokens validated under the old trust are checked anew
+
+    def _trusts(self, issuer: object) -> bool:
+        return isinstance(issuer, str) and issuer in (self.issuer, self._peer_issuer)
 
     def rotate(self, signing_key: ec.EllipticCurvePrivateKey) -> None:
         """Sign with `signing_key` from now on. Tokens signed with earlier keys stay valid until
@@ -199,7 +211,7 @@ class TokenService:
         return self._check_claims(claims, now)
 
     def _check_claims(self, claims: Any, now: float) -> _Validated:
-        if not isinstance(claims, dict) or claims.get("iss") != self.issuer:
+        if not isinstance(claims, dict) or not self._trusts(claims.get("iss")):
             raise errors.Unauthorized("The access token issuer is not accepted.")
         audience, oid, appid = claims.get("aud"), claims.get("oid"), claims.get("appid")
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)

@@ -10,7 +10,7 @@ are written by the supervisor and the replicator without the barrier.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from openmhsm.barrier.barrier import Barrier
 from openmhsm.storage.base import Delete, Entry, Event, Put, Storage, TxnOp
@@ -32,6 +32,10 @@ class BarrierView:
         self._storage = storage
         self._barrier = barrier
         self.prefix = prefix
+        # The revision of the newest write through this view that touched a key outside
+        # `local_prefixes`: what an extended region must have replicated to show that write.
+        self.last_write = 0
+        self.local_prefixes: tuple[str, ...] = ()
 
     @property
     def storage(self) -> Storage:
@@ -50,13 +54,15 @@ class BarrierView:
 
     async def put_if(self, key: str, value: bytes, expected_revision: int | None = None) -> int:
         """Seal and write `value` at `key`; return the new revision. Raises StorageConflict."""
-        return await self._storage.put_if(
+        revision = await self._storage.put_if(
             self.prefix + key, self._seal(key, value), expected_revision
         )
+        return self._wrote((key,), revision)
 
     async def delete_if(self, key: str, expected_revision: int | None = None) -> int:
         """Remove `key`; return the store revision. Raises StorageConflict."""
-        return await self._storage.delete_if(self.prefix + key, expected_revision)
+        revision = await self._storage.delete_if(self.prefix + key, expected_revision)
+        return self._wrote((key,), revision)
 
     async def list_page(
         self, prefix: str, start_after: str | None = None, limit: int = 1000
@@ -77,7 +83,13 @@ class BarrierView:
 
     async def txn(self, ops: Sequence[TxnOp]) -> int:
         """Seal every put and apply the transaction atomically. Raises StorageConflict."""
-        return await self._storage.txn([self._scoped(op) for op in ops])
+        revision = await self._storage.txn([self._scoped(op) for op in ops])
+        return self._wrote((op.key for op in ops), revision)
+
+    def _wrote(self, keys: Iterable[str], revision: int) -> int:
+        if any(not key.startswith(self.local_prefixes) for key in keys):
+            self.last_write = max(self.last_write, revision)
+        return revision
 
     async def revision(self) -> int:
         """The underlying store's current revision."""

@@ -156,7 +156,7 @@ def _run_pool(data: DataDir, config: PoolConfig) -> int:
             {"name": m.name, "pid": m.pid if pid else None, "client_url": m.client_url}
             for m in sup.etcd.members()
         ]
-        return pool_document(data, config, admin, pid, parts, members)
+        return pool_document(data, config, admin, pid, parts, members, sup.region.regions())
 
     started = False
 

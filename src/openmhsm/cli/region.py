@@ -1,20 +1,31 @@
 """`mhsm region add`, `promote` and `remove`: extend a local pool to a second region on this
-machine, make that region a pool of its own (failover by command), or take it away again
+machine, make that region the primary (failover by command), or take it away again
 (DESIGN §8)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 from openmhsm.cli import pool
 from openmhsm.cli.pool_options import add_up_arguments
-from openmhsm.cli.status import is_mhsm_process
-from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
-from openmhsm.cluster.region_setup import RegionSetupError, prepare_extended
+from openmhsm.cli.status import is_mhsm_process, read_optional
+from openmhsm.cluster.layout import DataDir, read_json
+from openmhsm.cluster.region_setup import (
+    RegionSetupError,
+    link_primary,
+    prepare_extended,
+    unlink_peer,
+)
 from openmhsm.config import PoolConfig
+from openmhsm.errors import StorageUnavailable
+from openmhsm.region.link import check_failover_after
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,11 +35,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--primary", required=True, type=Path, help="the primary pool's data dir")
     add.add_argument("--data-dir", required=True, type=Path, help="the new region's data dir")
     add.add_argument("--port", required=True, type=int, help="the new region's HTTPS port")
+    add.add_argument(
+        "--failover-after",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="promote the extended region after the primary is lost this long (0: by command "
+        "only; default 30)",
+    )
     add.set_defaults(run=run_add)
     promote = actions.add_parser(
-        "promote", help="make an extended region a pool of its own that accepts writes"
+        "promote", help="make an extended region the primary: it takes writes from now on"
     )
     promote.add_argument("--data-dir", required=True, type=Path)
+    promote.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     promote.set_defaults(run=run_promote)
     remove = actions.add_parser("remove", help="stop an extended region and delete its data")
     remove.add_argument("--data-dir", required=True, type=Path)
@@ -50,9 +70,13 @@ def run_add(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        config = prepare_extended(primary, extended, args.port)
+        config = prepare_extended(primary, extended, args.port, args.failover_after)
+        asyncio.run(link_primary(primary, extended))
     except RegionSetupError as exc:
         print(f"mhsm region add: {exc}", file=sys.stderr)
+        return 1
+    except StorageUnavailable as exc:
+        print(f"mhsm region add: the primary's storage did not answer: {exc}", file=sys.stderr)
         return 1
     up = argparse.ArgumentParser(prog="mhsm up")
     add_up_arguments(up)
@@ -68,35 +92,43 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    """Failover by command: stop following the primary (lost, or to be retired), drop the
-    region link from config.json, and start the region again as a pool that accepts writes and
-    runs the scheduler. What the primary acknowledged but had not replicated yet is not here."""
+    """Failover by command: the extended region's supervisor stops following the primary and
+    stores its link as the primary's, one term up; its partitions take writes within a second,
+    without a restart. A primary still running sees the higher term and steps down. What the
+    old primary committed but had not replicated is reported when it steps down."""
     data = DataDir(args.data_dir.resolve())
     if not data.config.exists():
         print(f"mhsm region promote: no pool in {data.root}", file=sys.stderr)
         return 1
-    saved = read_json(data.config)
-    config = PoolConfig.from_json(saved)
-    if config.region is None:
+    if PoolConfig.from_json(read_json(data.config)).region is None:
         print(f"mhsm region promote: {data.root} is not an extended region", file=sys.stderr)
         return 1
-    if _running(data):
-        code = pool.run_down(argparse.Namespace(data_dir=data.root))
+    if not _running(data):
+        up = argparse.ArgumentParser(prog="mhsm up")
+        add_up_arguments(up)
+        code = pool.run_up(up.parse_args(["--data-dir", str(data.root), "--detach"]))
         if code != 0:
             return code
-    saved.pop("region", None)
-    saved["activation"] = "manual"  # the domain is active already: never activate it anew
-    write_json_atomic(data.config, saved)
-    data.region_state.unlink(missing_ok=True)
-    up = argparse.ArgumentParser(prog="mhsm up")
-    add_up_arguments(up)
-    code = pool.run_up(up.parse_args(["--data-dir", str(data.root), "--detach"]))
-    if code == 0:
-        print(
-            f"pool '{config.name}' promoted: it accepts writes at {config.url} "
-            f"(it followed {config.region.primary_url})"
-        )
-    return code
+    os.kill(int(read_json(data.pool_json)["pid"]), signal.SIGUSR2)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        state = read_optional(data.region_state)
+        if state.get("role") == "primary":
+            print(
+                f"region {state.get('url')} promoted: it is the primary at term "
+                f"{state.get('term')} and accepts writes (it followed {state.get('peer_url')})"
+            )
+            return 0
+        time.sleep(0.2)
+    print(f"mhsm region promote: not promoted after {args.timeout:g} s", file=sys.stderr)
+    return 1
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_failover_after(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_remove(args: argparse.Namespace) -> int:
@@ -107,6 +139,10 @@ def run_remove(args: argparse.Namespace) -> int:
     if PoolConfig.from_json(read_json(data.config)).region is None:
         print(f"mhsm region remove: {data.root} is not an extended region", file=sys.stderr)
         return 1
+    try:
+        asyncio.run(unlink_peer(data))
+    except StorageUnavailable:
+        print("mhsm region remove: the primary did not answer; its link stays", file=sys.stderr)
     if data.pool_json.exists():
         code = pool.run_down(argparse.Namespace(data_dir=data.root))
         if code != 0:

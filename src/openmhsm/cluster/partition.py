@@ -17,7 +17,7 @@ from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
 from openmhsm.auth import roles
 from openmhsm.auth.attestation import AttestationIssuers, PoolSigner
-from openmhsm.auth.challenge import resource_for_host
+from openmhsm.auth.audiences import Audiences
 from openmhsm.auth.external import IssuerKeys, TrustedIssuers
 from openmhsm.auth.tokens import TokenService
 from openmhsm.backup.service import BackupService
@@ -30,7 +30,10 @@ from openmhsm.cluster.join import JoinServer
 from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.config import PoolConfig
 from openmhsm.region.follower import read_lag
-from openmhsm.region.replicator import Lag
+from openmhsm.region.forwarder import Forwarder, ReplicaWait
+from openmhsm.region.link import Peer, RegionLink
+from openmhsm.region.replicator import LOCAL_PREFIXES, Lag
+from openmhsm.region.role import OnChange, RegionRole
 from openmhsm.services import fence, scheduler
 from openmhsm.services.audit import AuditLog
 from openmhsm.services.backup import KeyBackups
@@ -58,24 +61,6 @@ log = logging.getLogger(__name__)
 def region_lag(data: DataDir) -> Callable[[], Lag | None]:
     """The extended region's replication lag, as its supervisor last published it."""
     return lambda: read_lag(data.region_state, time.time())
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def audience_checker(config: PoolConfig, ports: tuple[int, ...]) -> Callable[[str], bool]:
-    """Tokens are valid on every endpoint of the pool: any name it serves, any of its ports."""
-    accepted = {
-        resource_for_host(_host_port(name, port)).rstrip("/")
-        for name in config.names
-        for port in ports
-    }
-
-    def audience_ok(audience: str) -> bool:
-        return audience.rstrip("/") in accepted
-
-    return audience_ok
 
 
 @dataclass
@@ -135,6 +120,8 @@ class Partition:
         self.attestation: AttestationIssuers | None = None
         self.jobs: BackupService | None = None
         self.scheduler: scheduler.Scheduler | None = None
+        self.region: RegionRole | None = None
+        self.forwarder: Forwarder | None = None
 
     def _join_context(self, server: bool) -> ssl.SSLContext | None:
         n = self.partition_id
@@ -162,6 +149,7 @@ class Partition:
             initial_state=RECOVERY if self.config.activation == "recovery" else NOT_ACTIVATED,
         )
         view = BarrierView(raw, barrier_for(secrets), prefix)
+        view.local_prefixes = LOCAL_PREFIXES
         cache = KeyCache(view)
         await cache.load()
         self.cache = cache
@@ -176,8 +164,8 @@ class Partition:
                 self._saved_admin() if fenced else await self._ensure_admin(principals, rbac)
             )
         issuer = f"{self.config.url}/{self.config.tenant_id}/v2.0"
-        ports = (self.config.port, self.settings.own_port, *self.settings.pool_ports)
         tokens = TokenService(secrets.token_signing_key(), issuer, self.clock)
+        audiences = Audiences(self.config.names)
         backups = KeyBackups(keys, cache, secrets.domain_id, secrets.backup_key())
         holder = DomainHolder(
             view=view,
@@ -210,6 +198,7 @@ class Partition:
             self.data.ca_cert.read_bytes(),
         )
         release = KeyRelease(keys, self.clock, signer, await self._attestation_issuers())
+        self.forwarder = Forwarder(self._forward_tls(), ReplicaWait(raw, prefix, cache))
         self.context = ApiContext(
             keys=keys,
             deleted=deleted,
@@ -219,7 +208,7 @@ class Partition:
             tokens=tokens,
             deletion=self.config.deletion,
             tenant_id=self.config.tenant_id,
-            audience_ok=audience_checker(self.config, ports),
+            audience_ok=audiences,
             partition_id=n,
             security_domain=holder.service,
             rbac=rbac,
@@ -228,8 +217,15 @@ class Partition:
             external_issuers=await self._trusted_issuers(),
             jobs=self.jobs,
             release=release,
-            read_only=self.config.region.primary_url if self.config.region else None,
+            forwarder=self.forwarder,
+            last_write=lambda: view.last_write,
         )
+        self.region = RegionRole(
+            raw, prefix, self._linked(tokens, audiences), self._configured_link()
+        )
+        await self.region.refresh()
+        region = self.region
+        self.context.forwards_to = lambda: region.forwards_to
         join_ctx = self._join_context(server=True)
         if self.settings.join_port is not None and join_ctx is not None:
             self.join_server = JoinServer(secrets, self.config.name, join_ctx)
@@ -238,12 +234,43 @@ class Partition:
         holder.start_following()
         self.jobs.start()
         self.scheduler.restoring = self.jobs.restoring
-        if self.config.region is None:  # rotation and purge are writes: the primary's to make
-            self.scheduler.start()
-        else:
-            self.context.metrics.replication_lag = region_lag(self.data)
+        # Rotation and purge are writes: the primary's to make.
+        self.scheduler.standby = lambda: region.forwards_to is not None
+        self.scheduler.start()
+        self.region.start()
+        self.context.metrics.replication_lag = region_lag(self.data)
         self.context.metrics.scheduler_leading = lambda: lease.leading
         return self.context
+
+    def _configured_link(self) -> RegionLink | None:
+        """An extended region's link as config.json has it, until its supervisor stores one."""
+        region = self.config.region
+        if region is None:
+            return None
+        peer = Peer(region.primary_url, region.primary_etcd, region.primary_join)
+        return RegionLink(role="extended", term=1, url=self.config.url, peer=peer)
+
+    def _linked(self, tokens: TokenService, audiences: Audiences) -> OnChange:
+        """What follows a change of the region link: the peer region's tokens are good here."""
+        tenant = self.config.tenant_id
+
+        def apply(link: RegionLink | None) -> None:
+            peer = None if link is None else link.peer.url
+            tokens.trust_peer(None if peer is None else f"{peer}/{tenant}/v2.0")
+            audiences.trust_peer(peer)
+            if link is not None:
+                log.info("region role %s at term %d (peer %s)", link.role, link.term, peer)
+
+        return apply
+
+    def _forward_tls(self) -> ssl.SSLContext:
+        """TLS for forwarding to the peer region: the pool CA, and the primary's CA that
+        issued an extended region's partition certificates (one and the same since regions
+        share the pool CA)."""
+        tls = ssl.create_default_context(cafile=str(self.data.ca_cert))
+        if self.data.join_ca.exists():
+            tls.load_verify_locations(cafile=str(self.data.join_ca))
+        return tls
 
     def _issuer_tls(self) -> ssl.SSLContext:
         """TLS for reaching issuers: the system's roots, plus --trusted-issuer-ca if given (one
@@ -302,6 +329,10 @@ class Partition:
         return AdminCredentials(principal.client_id, secret)
 
     async def close(self) -> None:
+        if self.region is not None:
+            await self.region.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.scheduler is not None:
             await self.scheduler.close()
         if self.jobs is not None:

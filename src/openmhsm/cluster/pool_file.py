@@ -18,6 +18,7 @@ def pool_document(
     pid: int | None,
     partitions: Sequence[Mapping[str, Any]],
     etcd: Sequence[Mapping[str, Any]] = (),
+    regions: Sequence[str] = (),
 ) -> dict[str, Any]:
     host = config.host
     host_port = f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
@@ -34,6 +35,7 @@ def pool_document(
         "pid": pid,
         "partitions": [dict(p) for p in partitions],
         "etcd": [dict(m) for m in etcd],
+        **({"regions": list(regions)} if regions else {}),
     }
 
 

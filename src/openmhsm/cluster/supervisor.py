@@ -24,7 +24,7 @@ from openmhsm.cluster.layout import DataDir, read_json, write_json_atomic
 from openmhsm.cluster.plan import ClusterPlan, local_host
 from openmhsm.cluster.tls import issue_certificate
 from openmhsm.config import PoolConfig
-from openmhsm.region.follower import RegionFollower
+from openmhsm.region.steward import RegionSteward
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,7 @@ class Supervisor:
             data.etcd, ports=plan.etcd_ports, token=plan.etcd_token, host=host
         )
         self.partitions = [PartitionProcess(p.id) for p in plan.partitions]
-        region = config.region
-        self.region = (
-            None
-            if region is None
-            else RegionFollower(
-                region.primary_storage,
-                plan.storage_url(host),
-                config.name,
-                region.primary_url,
-                data.region_state,
-            )
-        )
+        self.region = RegionSteward(data, config, plan.storage_url(host), self.record)
         self.events: list[dict[str, Any]] = []
         self.maintenance: dict[str, Any] = {"state": "idle"}
         self._stopping = False
@@ -196,9 +185,9 @@ class Supervisor:
     async def start(self) -> None:
         self.etcd.start()
         await self.etcd.wait_healthy(timeout=START_TIMEOUT)
-        if self.region is not None:  # the partitions must find the pool's records in place
-            self.region.start()
-            await self.region.wait_synced(START_TIMEOUT)
+        # Before the partitions: an extended region's records must be in place, and an old
+        # primary must learn that its peer took over before it takes a write.
+        await self.region.start()
         for part in self.partitions:
             self.spawn_partition(part)
         ready = await asyncio.gather(*(self.wait_ready(p) for p in self.partitions))
@@ -213,6 +202,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, self.request_maintenance)
+        loop.add_signal_handler(signal.SIGUSR2, self.region.request_promotion)
         next_probe = 0.0
         while not stop.is_set():
             await self.heal_dead()
@@ -286,8 +276,7 @@ class Supervisor:
         self._stopping = True
         await asyncio.gather(*(self.stop_partition(p) for p in self.partitions))
         await self._probe.aclose()
-        if self.region is not None:
-            await self.region.stop()
+        await self.region.stop()
         await asyncio.to_thread(self.etcd.stop)
         self.on_change(self)
 

@@ -1,26 +1,22 @@
-"""The extended region's side of replication, run by its supervisor (DESIGN §8): a `Replicator`
-from the primary's etcd into the region's own, started before the partitions (which find the
-pool's records, `meta/domain` included, already there) and kept running across partition
-restarts. Every second it publishes the lag to `region.json`, where the partitions' `/metrics`
-and `mhsm status` read it."""
+"""The extended region's replication, run by its supervisor (DESIGN §8): a `Replicator` from the
+primary's etcd into the region's own, started before the partitions (which find the pool's
+records, `meta/domain` included, already there) and kept running across partition restarts.
+The region steward publishes its lag to `region.json`, where the partitions' `/metrics` and
+`mhsm status` read it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from pathlib import Path
 from typing import Any, Final
 
-from openmhsm.cluster.layout import read_json, write_json_atomic
+from openmhsm.cluster.layout import read_json
 from openmhsm.region.replicator import Lag, Replicator
 from openmhsm.storage.base import Storage
 from openmhsm.storage.registry import open_storage
 
-log = logging.getLogger(__name__)
-
-PUBLISH_EVERY: Final = 1.0
 STALE_AFTER: Final = 10.0  # a lag report older than this (a dead supervisor) is not shown
 
 
@@ -37,7 +33,7 @@ def lag_document(lag: Lag, primary_url: str, now: float) -> dict[str, Any]:
 
 
 def read_lag(path: Path, now: float) -> Lag | None:
-    """The lag `path` reports, or None if it is missing, malformed or stale."""
+    """The lag `path` reports, or None if it is missing, malformed, stale, or names none."""
     try:
         doc = read_json(path)
         if now - float(doc["updated"]) > STALE_AFTER:
@@ -49,52 +45,32 @@ def read_lag(path: Path, now: float) -> Lag | None:
 
 
 class RegionFollower:
-    """Owns the two storage connections and the replicator task."""
+    """The replicator from the primary's storage into `own`, with its source connection."""
 
-    def __init__(self, primary_storage: str, own_storage: str, pool: str, primary_url: str,
-                 state: Path) -> None:  # fmt: skip
+    def __init__(self, primary_storage: str, own: Storage, pool: str) -> None:
         self._source: Storage = open_storage(primary_storage)
-        self._target: Storage = open_storage(own_storage)
-        self.replicator = Replicator(self._source, self._target, f"/{pool}/")
-        self._primary_url = primary_url
-        self._state = state
-        self._tasks: list[asyncio.Task[None]] = []
+        self.replicator = Replicator(self._source, own, f"/{pool}/")
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.replicator.run()),
-            asyncio.create_task(self._publish()),
-        ]
+        self._task = asyncio.create_task(self.replicator.run(), name="replicator")
 
     async def wait_synced(self, timeout: float) -> None:
         """Wait until the replica holds a checkpointed source revision (after the first resync,
         or at once on a restart). Raises TimeoutError; RuntimeError if the replicator died."""
         deadline = time.monotonic() + timeout
         while self.replicator.lag().applied_revision == 0:
-            if any(task.done() for task in self._tasks):
+            if self._task is not None and self._task.done():
                 raise RuntimeError("the replicator stopped; see the supervisor's log")
             if time.monotonic() > deadline:
                 raise TimeoutError("the extended region did not catch up with the primary")
             await asyncio.sleep(0.05)
 
-    def publish(self) -> None:
-        document = lag_document(self.replicator.lag(), self._primary_url, time.time())
-        write_json_atomic(self._state, document)
-
-    async def _publish(self) -> None:
-        while True:
-            try:
-                self.publish()
-            except OSError as exc:
-                log.warning("cannot write the replication lag: %s", exc)
-            await asyncio.sleep(PUBLISH_EVERY)
-
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        """Stop replicating and close the source connection (the target is the caller's)."""
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await self._task
+            self._task = None
         await self._source.close()
-        await self._target.close()
-        self._state.unlink(missing_ok=True)

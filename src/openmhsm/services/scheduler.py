@@ -68,6 +68,9 @@ class Scheduler:
         self.rotated = 0
         self.purged = 0
         self.restoring: Callable[[], object] = lambda: None  # a full restore's id, when one runs
+        # True in an extended region: its storage is a replica, rotation and purge are the
+        # primary's to make, and it holds no lease until it is promoted.
+        self.standby: Callable[[], bool] = lambda: False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -83,13 +86,19 @@ class Scheduler:
         while True:
             await asyncio.sleep(TICK)
             try:
-                if await self.lease.hold():
-                    await self.tick()
+                await self.round()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.lease.leading = False
                 log.exception("a scheduler round failed; trying again")
+
+    async def round(self) -> None:
+        """Hold (or take) the lease and, while leading, run one round; in standby do neither."""
+        if self.standby():
+            self.lease.leading = False
+        elif await self.lease.hold():
+            await self.tick()
 
     async def tick(self) -> None:
         """One round: every due rotation, then every due purge. A key that fails is logged and

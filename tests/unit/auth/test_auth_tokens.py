@@ -212,6 +212,23 @@ def test_other_issuer_rejected(key: ec.EllipticCurvePrivateKey, clock: FakeClock
         TokenService(key, ISSUER, clock).validate(token, _aud_ok)
 
 
+def test_the_peer_regions_issuer_is_trusted_only_while_linked(
+    key: ec.EllipticCurvePrivateKey, clock: FakeClock
+) -> None:
+    peer = TokenService(key, "https://region-b:9443/t/v2.0", clock)  # same domain-derived key
+    token, _ = peer.issue(principal=PRINCIPAL, audience=AUDIENCE, tenant_id="t")
+    here = TokenService(key, ISSUER, clock)
+    here.trust_peer("https://region-b:9443/t/v2.0")
+    assert here.validate(token, _aud_ok).object_id == PRINCIPAL.object_id
+    here.trust_peer(None)  # unlinked: the cached validation goes with the trust
+    with pytest.raises(errors.Unauthorized, match="issuer"):
+        here.validate(token, _aud_ok)
+    no_issuer = _sign(key, {"alg": "ES256", "typ": "JWT", "kid": here.kid},
+                      {k: v for k, v in _claims(clock).items() if k != "iss"})  # fmt: skip
+    with pytest.raises(errors.Unauthorized, match="issuer"):
+        here.validate(no_issuer, _aud_ok)
+
+
 def test_other_key_rejected(service: TokenService, clock: FakeClock) -> None:
     other = TokenService(ec.generate_private_key(ec.SECP256R1()), ISSUER, clock)
     token, _ = other.issue(principal=PRINCIPAL, audience=AUDIENCE, tenant_id="t")

@@ -130,3 +130,20 @@ def test_region_records_are_plaintext_so_a_watch_passes_over_them() -> None:
         assert [key for key, _ in events] == ["keys/k1/abc", "keys/k2/def", "region/checkpoint"]
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_last_write_counts_only_keys_outside_the_local_prefixes() -> None:
+    async def scenario() -> None:
+        view = BarrierView(MemoryStorage(), BARRIER, "/pool1/")
+        view.local_prefixes = ("jobs/", "region/")
+        first = await view.put_if("keys/k/1", b"a")
+        assert view.last_write == first
+        await view.put_if("jobs/j1", b"job")
+        await view.txn([Put("jobs/j2", b"job"), Delete("jobs/fence", 0)])
+        assert view.last_write == first
+        second = await view.txn([Put("rbac/a", b"x"), Delete("jobs/fence", 0)])
+        assert view.last_write == second
+        third = await view.delete_if("keys/k/1")
+        assert view.last_write == third
+
+    asyncio.run(scenario())

@@ -42,20 +42,23 @@ def test_the_extended_region_gets_the_primary_identity_on_its_own_port(tmp_path:
         primary_url="https://127.0.0.1:8443",
         primary_etcd=("127.0.0.1:9200", "127.0.0.1:9201", "127.0.0.1:9202"),
         primary_join=(("127.0.0.1", 9100), ("127.0.0.1", 9101), ("127.0.0.1", 9102)),
+        failover_after=30.0,
     )
     assert PoolConfig.from_json(read_json(extended.config)) == config
     assert read_json(extended.admin) == read_json(primary.admin)
     assert stat.S_IMODE(extended.admin.stat().st_mode) == 0o600
 
 
-def test_partition_certificates_come_from_the_primary_ca(tmp_path: Path) -> None:
+def test_one_pool_one_ca_and_partition_certificates_from_it(tmp_path: Path) -> None:
     primary, extended = primary_dir(tmp_path), DataDir(tmp_path / "b")
     prepare_extended(primary, extended, 9443)
     primary_ca = x509.load_pem_x509_certificate(primary.ca_cert.read_bytes())
-    own_ca = x509.load_pem_x509_certificate(extended.ca_cert.read_bytes())
-    assert own_ca.subject != primary_ca.subject  # the region serves clients with its own CA
+    # A client of the pool trusts both regions with one CA; each verifies the other.
+    assert extended.ca_cert.read_bytes() == primary.ca_cert.read_bytes()
     assert extended.join_ca.read_bytes() == primary.ca_cert.read_bytes()
-    assert extended.ca_key.read_bytes() != primary.ca_key.read_bytes()
+    assert extended.ca_key.read_bytes() == primary.ca_key.read_bytes()
+    assert stat.S_IMODE(extended.ca_key.stat().st_mode) == 0o600
+    assert extended.cluster.exists()  # its ports are known before it starts
     for n in range(3):
         cert = x509.load_pem_x509_certificate(extended.partition_cert(n).read_bytes())
         cert.verify_directly_issued_by(primary_ca)

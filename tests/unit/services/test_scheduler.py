@@ -212,3 +212,21 @@ def test_policies_that_would_rotate_without_end_are_refused(hsm: Any) -> None:
         await stack.keys.set_rotation_policy("k", ok)
 
     hsm(body)
+
+
+def test_an_extended_region_in_standby_takes_no_lease_and_rotates_nothing(hsm: Any) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.keys.create("due", EC)
+        await stack.keys.set_rotation_policy("due", AFTER_30D)
+        stack.clock.advance(31 * DAY)
+        scheduler = scheduler_of(stack)
+        scheduler.standby = lambda: True
+        await scheduler.round()
+        assert len(versions(stack, "due")) == 1
+        assert not scheduler.lease.leading
+        assert await stack.view.get(LEASE_KEY) is None
+        scheduler.standby = lambda: False  # promoted
+        await scheduler.round()
+        assert scheduler.lease.leading and len(versions(stack, "due")) == 2
+
+    hsm(body)
