@@ -1,6 +1,6 @@
-"""Failover by command (issue 8): the primary region is lost, `mhsm region promote` makes the
-extended region a pool of its own: it has every replicated key, signs with them, and accepts
-writes; `region remove` no longer applies to it."""
+"""Failover by command (issue 8): the primary region is stopped, `mhsm region promote` makes the
+extended region the primary at once (its automatic failover is off): it has every replicated
+key, signs with them, and accepts writes; `region remove` no longer applies to it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def test_promote_after_losing_the_primary(tmp_path: Path) -> None:
         with sdk_key_client(primary) as keys:
             keys.create_ec_key("replicated", curve="P-256")
         added = mhsm("region", "add", "--primary", str(primary.data_dir),
-                     "--data-dir", str(region_dir), "--port", str(free_port()))  # fmt: skip
+                     "--data-dir", str(region_dir), "--port", str(free_port()),
+                     "--failover-after", "0")  # fmt: skip
         assert added.code == 0, added.stderr
         with sdk_key_client(extended_view(region_dir)) as region_keys:
             wait_for_key(region_keys, "replicated")
@@ -37,7 +38,7 @@ def test_promote_after_losing_the_primary(tmp_path: Path) -> None:
 
         promoted = mhsm("region", "promote", "--data-dir", str(region_dir))
         assert promoted.code == 0, promoted.stdout + promoted.stderr
-        assert "promoted" in promoted.stdout
+        assert "promoted" in promoted.stdout and "term 2" in promoted.stdout
         region = extended_view(region_dir)
         seen.update(p for p in child_pids(region.doc) if p)
         with sdk_key_client(region) as region_keys:
