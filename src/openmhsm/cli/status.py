@@ -241,11 +241,24 @@ def print_status(report: Mapping[str, Any]) -> None:
         print(f"availability (partition {availability['partition']}): {figures}")
     region = report.get("region")
     if region:
+        print_region(region)
+
+
+def print_region(region: dict[str, Any]) -> None:
+    term = f" at term {region['term']}" if "term" in region else ""
+    if "lag_seconds" in region:
         print(
-            f"region: extended, primary {region['primary_url']}; replication lag "
+            f"region: extended{term}, primary {region['primary_url']}; replication lag "
             f"{region['lag_seconds']:.3f} s, {region['lag_revisions']} revisions "
             f"(applied {region['applied_revision']})"
         )
+    else:
+        print(f"region: {region.get('role', 'primary')}{term}, peer {region.get('peer_url')}")
+    lost = region.get("lost_writes")
+    if lost:
+        count = "an unknown number of" if lost.get("count") is None else lost["count"]
+        names = ", ".join(lost.get("names", [])[:10]) or "none"
+        print(f"  lost when it stepped down: {count} write(s) never replicated: {names}")
 
 
 # --- shared ----------------------------------------------------------------------------------

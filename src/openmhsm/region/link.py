@@ -160,7 +160,7 @@ def check_failover_after(value: Any) -> float:
     """Seconds without the primary before a promotion: 0 (by command only) to a day. Raises
     ValueError."""
     seconds = float(value)
-    if not 0 <= seconds <= 86400:
+    if not 0 <= seconds <= 86400:  # NaN fails this too
         raise ValueError("failover_after must be between 0 and 86400 seconds")
     return seconds
 
