@@ -123,8 +123,11 @@ class RegionSteward:
         """Adopt a link written by `mhsm region add`, then act on the role."""
         with contextlib.suppress(StorageUnavailable):
             stored = await self._stored_link()
-            if stored is not None and stored != self.link:
+            if stored is not None:
                 self.link = stored
+            elif self.link is not None and self.link.role == "primary":
+                self.link = None  # `mhsm region remove` took the extended region away
+                self.data.region_state.unlink(missing_ok=True)
         link = self.link
         if link is None:
             return
