@@ -12,10 +12,14 @@ PYTEST_WORKERS ?= 2
 .PHONY: install system-deps azurite run test unit integration check bench clean
 
 # etcd (Debian's etcd-server) backs the three-partition pool; the tests start their own clusters.
+# HAProxy runs the front door of `mhsm region frontdoor-config` (its test starts its own).
 system-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq etcd-server; }
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq haproxy; }
 
 # Azurite (Azure Storage's emulator, from npm) stands in for blob storage in the backup tests.
 AZURITE := .tools/node_modules/.bin/azurite-blob

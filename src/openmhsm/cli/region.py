@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from openmhsm.cli import pool
+from openmhsm.cli import pool, region_frontdoor
 from openmhsm.cli.pool_options import add_up_arguments
 from openmhsm.cli.status import is_mhsm_process, read_optional
 from openmhsm.cluster.layout import DataDir, read_json
@@ -53,6 +53,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove = actions.add_parser("remove", help="stop an extended region and delete its data")
     remove.add_argument("--data-dir", required=True, type=Path)
     remove.set_defaults(run=run_remove)
+    region_frontdoor.register(actions)
 
 
 def _running(data: DataDir) -> bool:

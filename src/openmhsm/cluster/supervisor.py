@@ -72,7 +72,9 @@ class Supervisor:
             data.etcd, ports=plan.etcd_ports, token=plan.etcd_token, host=host
         )
         self.partitions = [PartitionProcess(p.id) for p in plan.partitions]
-        self.region = RegionSteward(data, config, plan.storage_url(host), self.record)
+        self.region = RegionSteward(
+            data, config, plan.storage_url(host), self.record, lambda: self.on_change(self)
+        )
         self.events: list[dict[str, Any]] = []
         self.maintenance: dict[str, Any] = {"state": "idle"}
         self._stopping = False

@@ -53,8 +53,18 @@ Record = Callable[..., None]
 class RegionSteward:
     """One per supervisor of a three-partition pool; idle while the pool has no region link."""
 
-    def __init__(self, data: DataDir, config: PoolConfig, own_storage: str, record: Record) -> None:
+    def __init__(
+        self,
+        data: DataDir,
+        config: PoolConfig,
+        own_storage: str,
+        record: Record,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`record` logs an event of the supervisor; `on_change` runs when the link changes
+        (pool.json lists the regions)."""
         self.data = data
+        self._on_change = on_change
         self.config = config
         self.prefix = f"/{config.name}/"
         self._own: Storage = open_storage(own_storage)
@@ -121,6 +131,7 @@ class RegionSteward:
 
     async def round(self) -> None:
         """Adopt a link written by `mhsm region add`, then act on the role."""
+        before = self.link
         with contextlib.suppress(StorageUnavailable):
             stored = await self._stored_link()
             if stored is not None:
@@ -128,6 +139,8 @@ class RegionSteward:
             elif self.link is not None and self.link.role == "primary":
                 self.link = None  # `mhsm region remove` took the extended region away
                 self.data.region_state.unlink(missing_ok=True)
+        if self.link != before:
+            self._on_change()
         link = self.link
         if link is None:
             return
@@ -158,6 +171,7 @@ class RegionSteward:
         )
         self.link = promoted
         self._save_config(None)
+        self._on_change()
         self._record("region promoted", why=why, term=promoted.term, from_revision=applied)
 
     async def step_down(self, peer: RegionLink) -> None:
@@ -178,6 +192,7 @@ class RegionSteward:
         )
         self.link = stepped
         self._save_config(stepped)
+        self._on_change()
         shown = ", ".join(lost["names"][:20]) or "none"
         log.warning(
             "this region stepped down: %s took over at term %d; %s write(s) committed here after "

@@ -50,7 +50,8 @@ def test_what_counts_as_a_read(method: str, path: str, read: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/backup/j1/pending", "/restore/j1/pending", "/openmhsm/jobs", "/securitydomain/upload"]
+    "path",
+    ["/backup/j1/pending", "/restore/j1/pending", "/openmhsm/jobs", "/securitydomain/upload"],
 )
 def test_polls_of_the_primarys_operations_go_there_too(path: str) -> None:
     assert goes_to_primary("GET", path)

@@ -6,18 +6,21 @@
 
 Every client trusts the pool CA and retries the idempotent crypto POSTs (sign, verify, encrypt,
 decrypt, wrapkey, unwrapkey) on connection errors and gateway statuses, which azure-core's default
-policy does not do (DESIGN §2). Constructing clients does no I/O.
+policy does not do (DESIGN §2, `retry.py`). A pool extended to a second region (pool.json's
+`regions`, or `connect(..., regions=...)`) gets a routing policy in every client and in the
+credential: requests go to the first healthy region and fail over to the next (DESIGN §8,
+`routing.py`). Constructing clients does no I/O.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -26,59 +29,61 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     map_error,
 )
-from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient, KeyVaultKey, KeyVaultKeyIdentifier
 from azure.keyvault.keys.crypto import CryptographyClient
 
+from openmhsm.client.retry import (
+    IDEMPOTENT_METHODS,
+    IDEMPOTENT_OPERATIONS,
+    RETRY_BACKOFF_FACTOR,
+    RETRY_BACKOFF_MAX,
+    RETRY_SAFE_WRITES,
+    IdempotentRetryPolicy,
+    is_idempotent_post,
+    may_send_again,
+    retry_policy,
+)
+from openmhsm.client.routing import (
+    AsyncRegionRoutingPolicy,
+    Region,
+    RegionRouter,
+    RegionRoutingPolicy,
+    credential_policies,
+    routing_policies,
+)
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "IDEMPOTENT_OPERATIONS",
+    "POOL_JSON",
+    "RETRY_BACKOFF_FACTOR",
+    "RETRY_BACKOFF_MAX",
+    "RETRY_SAFE_WRITES",
+    "AsyncRegionRoutingPolicy",
+    "Clients",
+    "IdempotentRetryPolicy",
+    "Region",
+    "RegionRouter",
+    "RegionRoutingPolicy",
+    "connect",
+    "credential_from_pool",
+    "credential_policies",
+    "is_idempotent_post",
+    "load_pool_document",
+    "may_send_again",
+    "regions_of",
+    "retry_policy",
+    "routing_policies",
+]
+
 POOL_JSON = "pool.json"
-# The REST names of the key operations that are safe to send twice (API §1.1).
-IDEMPOTENT_OPERATIONS = frozenset({"sign", "verify", "encrypt", "decrypt", "wrapkey", "unwrapkey"})
-RETRY_SAFE_WRITES = frozenset({"create", "rotate"})
-_DEFAULT_RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE"})
-# A pool replaces a dead partition in seconds: minutes of back-off would only delay the error.
-RETRY_BACKOFF_FACTOR = 0.5
-RETRY_BACKOFF_MAX = 8
 _ERROR_MAP: dict[int, type[HttpResponseError]] = {
     401: ClientAuthenticationError,
     404: ResourceNotFoundError,
     409: ResourceExistsError,
 }
-
-
-class IdempotentRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's RetryPolicy (exponential back-off) that also retries POSTs of idempotent key
-    operations and of create/rotate (made idempotent by the pool), so a request in flight on a
-    partition that dies is sent again to a live one. Other POSTs keep azure-core's rules."""
-
-    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        if is_idempotent_post(request.http_request.method, request.http_request.url):
-            request.context.options.setdefault(
-                "retry_on_methods", _DEFAULT_RETRY_METHODS | {"POST"}
-            )
-        return super().send(request)
-
-
-def is_idempotent_post(method: str, url: str) -> bool:
-    """True for `POST .../keys/{name}/{version}/{operation}` with an idempotent operation
-    (the version may be empty: `/keys/{name}//sign`), and for `POST .../keys/{name}/create`
-    and `/rotate`: the pool answers a retry of one of those (same `x-ms-client-request-id`,
-    which azure-core keeps across retries) with the version the first attempt made."""
-    if method.upper() != "POST":
-        return False
-    parts = urlsplit(url).path.split("/")
-    if len(parts) >= 4 and parts[-3] == "keys" and parts[-1].lower() in RETRY_SAFE_WRITES:
-        return True
-    return len(parts) >= 5 and parts[-4] == "keys" and parts[-1].lower() in IDEMPOTENT_OPERATIONS
-
-
-def retry_policy() -> IdempotentRetryPolicy:
-    """A new policy for one client (a policy instance belongs to one pipeline)."""
-    return IdempotentRetryPolicy(
-        retry_backoff_factor=RETRY_BACKOFF_FACTOR, retry_backoff_max=RETRY_BACKOFF_MAX
-    )
 
 
 def load_pool_document(pool: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -117,14 +122,18 @@ def _check_fields(doc: Mapping[str, Any]) -> None:
         raise ValueError(f"pool.json lacks {', '.join(missing)}")
 
 
-def credential_from_pool(doc: Mapping[str, Any]) -> ClientSecretCredential:
-    """The pool administrator's client-secret credential against the pool's own token issuer.
+def credential_from_pool(
+    doc: Mapping[str, Any], router: RegionRouter | None = None
+) -> ClientSecretCredential:
+    """The pool administrator's client-secret credential against the pool's own token issuer;
+    with a `router`, its token requests go to the first healthy region.
 
     Raises ValueError if the document lacks a field (see `load_pool_document`). Getting a token
     later raises azure.core.exceptions.ClientAuthenticationError if the pool refuses it.
     """
     _check_fields(doc)
     admin = doc["admin"]
+    routed = {} if router is None else {"policies": credential_policies(router)}
     return ClientSecretCredential(
         doc["tenant_id"],
         admin["client_id"],
@@ -132,7 +141,34 @@ def credential_from_pool(doc: Mapping[str, Any]) -> ClientSecretCredential:
         authority=doc["authority"],
         disable_instance_discovery=True,
         connection_verify=str(doc["ca_cert"]),
+        **routed,
     )
+
+
+def regions_of(
+    doc: Mapping[str, Any], regions: Sequence[str | Region | Mapping[str, Any]] | None = None
+) -> list[Region]:
+    """The pool's regions in order of preference: `regions` as given, else pool.json's
+    `"regions"` (URLs, or `{"url", "ca_cert"}` objects) with the pool's own first (the region
+    its pool.json was read from is the nearest), else the pool's URL alone. A region without a
+    CA of its own is verified with the pool's `ca_cert` (the regions of a pool share its CA).
+
+    Raises ValueError for a malformed entry, or a list without the pool's own URL.
+    """
+    _check_fields(doc)
+    own = Region(str(doc["url"]).rstrip("/"), str(doc["ca_cert"]))
+    listed = doc.get("regions") if regions is None else regions
+    if not listed:
+        return [own]
+    if isinstance(listed, str | bytes) or not isinstance(listed, Sequence):
+        raise ValueError(f"regions is a list of URLs, not {listed!r}")
+    result = [Region.of(entry) for entry in listed]
+    result = [own if r.origin == own.origin and r.ca_cert is None else r for r in result]
+    if own.origin not in {r.origin for r in result}:
+        raise ValueError(f"the regions {[r.url for r in result]} do not include {own.url}")
+    if regions is None:
+        result.sort(key=lambda r: r.origin != own.origin)  # stable: the others keep their order
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +179,7 @@ class Clients:
     ca_cert: str
     credential: ClientSecretCredential
     key_client: KeyClient
+    router: RegionRouter | None = None  # the regions, when there are more than one
 
     def crypto(self, key: KeyVaultKey | str) -> CryptographyClient:
         """A CryptographyClient for a KeyVaultKey, a key id, or a bare key name (latest version).
@@ -154,7 +191,11 @@ class Clients:
         if isinstance(key, str) and "://" not in key:
             key = f"{self.url}/keys/{quote(key, safe='')}"
         return CryptographyClient(
-            key, self.credential, connection_verify=self.ca_cert, retry_policy=retry_policy()
+            key,
+            self.credential,
+            connection_verify=self.ca_cert,
+            retry_policy=retry_policy(),
+            per_retry_policies=routing_policies(self.router),
         )
 
     def key_operation(
@@ -205,15 +246,32 @@ class Clients:
         self.close()
 
 
-def connect(pool: str | Path | Mapping[str, Any]) -> Clients:
+def connect(
+    pool: str | Path | Mapping[str, Any],
+    *,
+    regions: Sequence[str | Region | Mapping[str, Any]] | None = None,
+) -> Clients:
     """Clients for the pool described by a data dir, a path to its pool.json, or the parsed
     document. No request is sent until a client is used.
+
+    With more than one region (`regions`, else pool.json's; see `regions_of`), every request,
+    token requests included, goes to the first healthy region and fails over to the next.
 
     Raises FileNotFoundError if there is no pool.json, ValueError if it is malformed.
     """
     doc = load_pool_document(pool)
     ca_cert = str(doc["ca_cert"])
-    credential = credential_from_pool(doc)
+    listed = regions_of(doc, regions)
+    router = RegionRouter(listed) if len(listed) > 1 else None
+    credential = credential_from_pool(doc, router)
     url = str(doc["url"]).rstrip("/")
-    key_client = KeyClient(url, credential, connection_verify=ca_cert, retry_policy=retry_policy())
-    return Clients(url=url, ca_cert=ca_cert, credential=credential, key_client=key_client)
+    key_client = KeyClient(
+        url,
+        credential,
+        connection_verify=ca_cert,
+        retry_policy=retry_policy(),
+        per_retry_policies=routing_policies(router),
+    )
+    return Clients(
+        url=url, ca_cert=ca_cert, credential=credential, key_client=key_client, router=router
+    )
