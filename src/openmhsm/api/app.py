@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from openmhsm.api import health, rng
+from openmhsm.api import health, ping, rng
 from openmhsm.api.audit import AuditPolicy
 from openmhsm.api.backup_restore import BackupRestoreApi
 from openmhsm.api.context import ApiContext
@@ -54,6 +54,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
         *(RbacApi(ctx.rbac).routes() if ctx.rbac is not None else []),
         *(BackupRestoreApi(ctx.jobs).routes() if ctx.jobs is not None else []),
         *(JobsApi(ctx.jobs).routes() if ctx.jobs is not None else []),
+        *ping.routes(ctx.partition_id),
         *KeyBackupApi(ctx).routes(),
         *KeyOpsApi(ctx).routes(),
         *DeletedKeysApi(ctx).routes(),

@@ -16,6 +16,8 @@ Choices where Azure documents no data action:
 - attestation reads key attributes: `keys/read/action`.
 - `/openmhsm/jobs` (OpenMHSM's list of recent backups and restores) needs
   `backup/status/action`, as reading any one backup's status does.
+- `/openmhsm/ping` (an authenticated call that does nothing, for benchmarks) needs
+  `keys/read/action`, which every role that uses keys has.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("PUT", "/keys/{name}/restore"): r.RESTORE_START,
     ("GET", "/restore/{job}/pending"): r.RESTORE_STATUS,
     ("GET", "/openmhsm/jobs"): r.BACKUP_STATUS,
+    ("GET", "/openmhsm/ping"): r.KEYS_READ,
     # deleted keys
     ("GET", "/deletedkeys"): r.DELETED_READ,
     ("GET", "/deletedkeys/{name}"): r.DELETED_READ,
