@@ -3,7 +3,7 @@ data-plane route table."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Router
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmhsm.api import health, ping, rng
@@ -30,6 +30,7 @@ from openmhsm.api.middleware import (
 from openmhsm.api.principals import PrincipalsApi
 from openmhsm.api.rbac import RbacApi
 from openmhsm.api.region_forward import RegionGate
+from openmhsm.api.routing import IndexedRouter
 from openmhsm.api.security_domain import SecurityDomainApi
 from openmhsm.api.settings import SettingsApi
 from openmhsm.auth.identity import identity_routes
@@ -40,7 +41,7 @@ class _RaisingRouter:
     answers in Key Vault's shape."""
 
     def __init__(self, routes: list[BaseRoute]) -> None:
-        self.router = Router(routes=routes, redirect_slashes=False, default=not_found)
+        self.router = IndexedRouter(routes, default=not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.router
@@ -95,7 +96,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     ]
     if ctx.metrics.cache_revision is None:  # unless the partition wired another source
         ctx.metrics.cache_revision = lambda: ctx.keys.cache.revision
-    app = Router(routes=public, redirect_slashes=False, default=protected)
+    app = IndexedRouter(public, default=protected)
     observed: ASGIApp = MetricsPolicy(app, ctx.metrics, routes)
     if ctx.audit is not None:
         observed = AuditPolicy(observed, ctx.audit, ctx.partition_id, routes)

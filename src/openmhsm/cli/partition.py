@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from openmhsm.cluster.layout import DataDir, read_json
@@ -42,5 +43,16 @@ def run_partition(args: argparse.Namespace) -> int:
     async def ready() -> None:
         logging.getLogger(__name__).info("partition %d ready", args.id)
 
-    asyncio.run(Partition(data, config, settings).serve(ready))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(Partition(data, config, settings).serve(ready))
     return 0
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed: its TLS and sockets are C, asyncio's are Python, and a
+    partition spends most of a small request in them (issue 9)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
