@@ -376,6 +376,7 @@ class Partition:
                 http="httptools",
                 timeout_graceful_shutdown=10,
                 server_header=False,
+                proxy_headers=False,  # no trusted proxy sets X-Forwarded-*: skip it per request
                 backlog=1024,
             )
         )

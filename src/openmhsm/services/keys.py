@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ class KeyService:
             raise BadParameter("public_exponent is only valid for RSA keys.")
         key_ops = validation.check_key_ops(params.get("key_ops"), base)
         attributes, tags, release_policy = self._common_fields(params)
-        material = generate_key(base, size=size, crv=crv, public_exponent=exponent)
+        material = await _generated(base, size=size, crv=crv, public_exponent=exponent)
         return await self._add_version(
             name, str(kty), material, key_ops, attributes, tags, release_policy, request_id
         )
@@ -286,7 +287,7 @@ class KeyService:
             if isinstance(m.private, rsa.RSAPrivateKey)
             else None
         )
-        material = generate_key(
+        material = await _generated(
             base, size=None if base == "EC" else m.size, crv=m.crv, public_exponent=exponent
         )
         now = self._now()
@@ -330,3 +331,15 @@ class KeyService:
             return [(put, policy)], policy
 
         return await self.cache.write(name, attempt)
+
+
+async def _generated(
+    base: str, *, size: int | None, crv: str | None, public_exponent: int | None
+) -> KeyMaterial:
+    """A new key. RSA generation takes tens to hundreds of milliseconds: it runs on a thread
+    (the GIL is released), not on the event loop where every other request would wait."""
+    if base == "RSA":
+        return await asyncio.to_thread(
+            generate_key, base, size=size, crv=crv, public_exponent=public_exponent
+        )
+    return generate_key(base, size=size, crv=crv, public_exponent=public_exponent)
