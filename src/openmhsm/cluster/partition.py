@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 import time
@@ -202,7 +203,7 @@ class Partition:
         self.context = ApiContext(
             keys=keys,
             deleted=deleted,
-            ops=KeyOperations(keys, self.clock),
+            ops=KeyOperations(keys, self.clock, offload_rsa=self._spare_cores()),
             backups=backups,
             principals=principals,
             tokens=tokens,
@@ -241,6 +242,11 @@ class Partition:
         self.context.metrics.replication_lag = region_lag(self.data)
         self.context.metrics.scheduler_leading = lambda: lease.leading
         return self.context
+
+    def _spare_cores(self) -> bool:
+        """Whether this host has more cores than partitions (then RSA goes to threads)."""
+        partitions_here = max(1, len(self.settings.pool_ports))
+        return (os.cpu_count() or 1) > partitions_here
 
     def _configured_link(self) -> RegionLink | None:
         """An extended region's link as config.json has it, until its supervisor stores one."""

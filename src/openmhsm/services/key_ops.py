@@ -19,9 +19,13 @@ T = TypeVar("T")
 class KeyOperations:
     """sign, verify, encrypt, decrypt, wrap and unwrap with a key version held in the cache."""
 
-    def __init__(self, keys: KeyService, clock: Clock) -> None:
+    def __init__(self, keys: KeyService, clock: Clock, *, offload_rsa: bool = True) -> None:
+        """`offload_rsa`: run RSA private operations on a thread (the GIL is released), worth
+        it when the partition has cores to spare; on a host with no more cores than partitions
+        the hop costs more than it brings (issue 9: +20% RSA throughput inline on 2 cores)."""
         self.keys = keys
         self.clock = clock
+        self.offload_rsa = offload_rsa
 
     async def _usable(self, name: str, version: str | None, op: str) -> KeyVersion:
         kv = await self.keys.get(name, version)
@@ -37,10 +41,9 @@ class KeyOperations:
             raise Forbidden(f"Operation {op} is not permitted by this key's key_ops.")
         return kv
 
-    @staticmethod
-    async def _run(kv: KeyVersion, fn: Callable[[], T]) -> T:
+    async def _run(self, kv: KeyVersion, fn: Callable[[], T]) -> T:
         # RSA private operations take long enough to be worth another core; the GIL is released.
-        if kv.material.kty == "RSA":
+        if kv.material.kty == "RSA" and self.offload_rsa:
             return await asyncio.to_thread(fn)
         return fn()
 

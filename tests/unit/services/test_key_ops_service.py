@@ -163,3 +163,16 @@ def test_missing_key_or_version(hsm: Runner) -> None:
             await s.ops.sign("ec", "f" * 32, "ES256", DIGEST)
 
     hsm(body)
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_rsa_private_operations_on_a_thread_or_inline(hsm: Runner, offload: bool) -> None:
+    async def body(s: Any) -> None:
+        s.ops.offload_rsa = offload
+        await s.keys.create("rsa", {"kty": "RSA-HSM", "key_size": 2048})
+        kv, sig = await s.ops.sign("rsa", None, "PS256", DIGEST)
+        assert (await s.ops.verify("rsa", kv.version, "PS256", DIGEST, sig))[1] is True
+        _, wrapped = await s.ops.wrap("rsa", None, "RSA-OAEP-256", b"k" * 32)
+        assert (await s.ops.unwrap("rsa", None, "RSA-OAEP-256", wrapped))[1] == b"k" * 32
+
+    hsm(body)
