@@ -58,11 +58,21 @@ check: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src
 
-# wrk (Debian) generates the load cheaply; without it a Python generator takes much of the CPU.
-bench: install
+# The benchmark suite (benchmarks/suite.py): results in benchmarks/results/. `make bench
+# BENCH="sign pool"` runs other benchmarks instead; BENCH_QUICK=1 is a one-minute smoke run.
+# wrk (Debian) generates the load cheaply; the bench extra brings matplotlib and PyKMIP.
+BENCH ?= suite
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq wrk || true; }
-	$(BIN)/python -m benchmarks
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

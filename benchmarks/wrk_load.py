@@ -3,7 +3,6 @@ the CPU the server gets; the Python generator in `load.py` is the fallback witho
 
 from __future__ import annotations
 
-import json
 import re
 import resource
 import shutil
@@ -13,19 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCRIPT = """
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = {auth}
-errors = 0
-response = function(status, headers, body)
-  if status ~= 200 then errors = errors + 1 end
-end
-done = function(summary, latency, requests)
-  io.write(string.format("P50 %f\\nP99 %f\\n", latency:percentile(50), latency:percentile(99)))
-end
-"""
+from benchmarks import wrk_scripts
 
 
 @dataclass(frozen=True)
@@ -35,14 +22,12 @@ class WrkResult:
     p99_ms: float
     errors: int
     client_cpu_seconds: float
+    requests: int = 0
+    first_failures: tuple[str, ...] = ()
 
 
 def available() -> bool:
     return shutil.which("wrk") is not None
-
-
-def _lua_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
 
 
 def run_wrk(
@@ -56,31 +41,56 @@ def run_wrk(
     seconds: float = 5.0,
 ) -> WrkResult:
     """POST `body` to `url + path` with `connections` keep-alive connections for `seconds`."""
-    script = SCRIPT.format(body=_lua_string(json.dumps(body)), auth=_lua_string(f"Bearer {token}"))
+    script = wrk_scripts.fixed_request("POST", token, body)
+    return run_script(url + path, script, connections=connections, threads=threads, seconds=seconds)
+
+
+def run_script(
+    url: str,
+    script: str,
+    *,
+    connections: int,
+    threads: int = 1,
+    seconds: float = 5.0,
+    timeout_seconds: int = 10,
+) -> WrkResult:
+    """Run wrk on `url` with a Lua `script` from `wrk_scripts` for `seconds` (whole seconds,
+    at least one); `client_cpu_seconds` is wrk's own user + system time."""
+    duration = max(1, round(seconds))
     with tempfile.TemporaryDirectory() as tmp:
-        lua = Path(tmp) / "post.lua"
+        lua = Path(tmp) / "load.lua"
         lua.write_text(script)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(
             [
                 "wrk",
-                f"-t{threads}",
+                f"-t{min(threads, connections)}",
                 f"-c{connections}",
-                f"-d{seconds:.0f}s",
+                f"-d{duration}s",
+                f"--timeout={timeout_seconds}s",
                 "-s",
                 str(lua),
-                url + path,
+                url,
             ],
             capture_output=True,
             text=True,
             check=True,
-            timeout=seconds + 60,
+            timeout=duration + 60,
         ).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = float(re.search(r"P50 ([\d.]+)", out).group(1)) / 1000  # type: ignore[union-attr]
-    p99 = float(re.search(r"P99 ([\d.]+)", out).group(1)) / 1000  # type: ignore[union-attr]
+    return parse_output(out, cpu)
+
+
+def _number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"wrk's output has no {pattern!r}:\n{text}")
+    return float(match.group(1))
+
+
+def parse_output(out: str, cpu_seconds: float) -> WrkResult:
+    """wrk's summary plus the lines our scripts' `done` writes (latencies in microseconds)."""
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
     socket_errors = re.search(
@@ -88,4 +98,12 @@ def run_wrk(
     )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return WrkResult(rate, p50, p99, errors, cpu)
+    return WrkResult(
+        rate=_number(r"Requests/sec:\s+([\d.]+)", out),
+        p50_ms=_number(r"P50 ([\d.]+)", out) / 1000,
+        p99_ms=_number(r"P99 ([\d.]+)", out) / 1000,
+        errors=errors,
+        client_cpu_seconds=cpu_seconds,
+        requests=int(_number(r"(\d+) requests in", out)),
+        first_failures=tuple(re.findall(r"^FAILURE (.*)$", out, re.MULTILINE)),
+    )
