@@ -119,6 +119,8 @@ class KeyMaterial:
     kty: KeyType
     private: PrivateKey = field(repr=False)
     crv: str | None = None
+    # The public JWK, worked out once: every GET of a key and every create answers with it.
+    _public: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         private = self.private
@@ -145,7 +147,15 @@ class KeyMaterial:
 
 
 def public_jwk(km: KeyMaterial) -> dict[str, str]:
-    """The public JWK: RSA {kty,n,e}, EC {kty,crv,x,y} (fixed-length coordinates), oct {kty}."""
+    """The public JWK: RSA {kty,n,e}, EC {kty,crv,x,y} (fixed-length coordinates), oct {kty}.
+    A new dict each time, the caller's to change."""
+    if km._public is None:
+        object.__setattr__(km, "_public", _public_jwk(km))
+    assert km._public is not None
+    return dict(km._public)
+
+
+def _public_jwk(km: KeyMaterial) -> dict[str, str]:
     if isinstance(km.private, rsa.RSAPrivateKey):
         pub = km.private.public_key().public_numbers()
         return {"kty": "RSA", "n": int_to_b64u(pub.n), "e": int_to_b64u(pub.e)}

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from openmhsm.errors import Conflict, StorageConflict, StorageUnavailable
 from openmhsm.services import fence, records
 from openmhsm.storage.base import Event, Put, Storage, StorageCompacted, TxnOp
+from openmhsm.storage.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class KeyCache:
 
     def __init__(self, store: Storage) -> None:
         self._store = store
+        self._commits = GroupCommit(store)  # concurrent writes share a storage transaction
         self._raw: dict[str, tuple[int, bytes | None]] = {}
         self._parsed: dict[str, Any] = {}
         self._by_name: dict[str, set[str]] = {}
@@ -125,6 +127,7 @@ class KeyCache:
         return True
 
     async def close(self) -> None:
+        await self._commits.close()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -198,9 +201,10 @@ class KeyCache:
         self._raw[path] = (revision, value if kind == "put" else None)
 
     async def commit(self, changes: Sequence[Change]) -> int:
-        """Commit operations as one storage transaction, then apply them here at once, so the
-        writer reads its own write. Raises StorageConflict / StorageUnavailable unchanged."""
-        revision = await self._store.txn([*(op for op, _ in changes), fence.GUARD])
+        """Commit operations as one storage transaction (perhaps shared with concurrent
+        writers' in a group commit), then apply them here at once, so the writer reads its own
+        write. Raises StorageConflict / StorageUnavailable unchanged."""
+        revision = await self._commits.txn([*(op for op, _ in changes), fence.GUARD])
         for op, parsed in changes:
             if isinstance(op, Put):
                 self.apply("put", op.key, op.value, revision, parsed)
