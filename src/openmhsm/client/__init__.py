@@ -10,18 +10,28 @@ policy does not do (DESIGN §2, `retry.py`). A pool extended to a second region 
 `regions`, or `connect(..., regions=...)`) gets a routing policy in every client and in the
 credential: requests go to the first healthy region and fail over to the next (DESIGN §8,
 `routing.py`). Constructing clients does no I/O.
+
+The administration clients are built on first use, with the same credential, CA, retry and
+routing: `clients.access_control` (KeyVaultAccessControlClient), `clients.backup`
+(KeyVaultBackupClient), `clients.settings` (KeyVaultSettingsClient) and
+`clients.security_domain` (SecurityDomainClient). `connect("https://127.0.0.1:8443")` reaches a
+pool without its pool.json: the CA from `ca_cert=` or REQUESTS_CA_BUNDLE, and the credential from
+`credential=` or `DefaultAzureCredential()` (the environment `mhsm env` prints).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -30,7 +40,7 @@ from azure.core.exceptions import (
     map_error,
 )
 from azure.core.rest import HttpRequest
-from azure.identity import ClientSecretCredential
+from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.keys import KeyClient, KeyVaultKey, KeyVaultKeyIdentifier
 from azure.keyvault.keys.crypto import CryptographyClient
 
@@ -54,7 +64,16 @@ from openmhsm.client.routing import (
     routing_policies,
 )
 
+if TYPE_CHECKING:  # imported on first use: the CLI builds most of these clients rarely
+    from azure.keyvault.administration import (
+        KeyVaultAccessControlClient,
+        KeyVaultBackupClient,
+        KeyVaultSettingsClient,
+    )
+    from azure.keyvault.securitydomain import SecurityDomainClient
+
 __all__ = [
+    "CA_BUNDLE_VARIABLE",
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_OPERATIONS",
     "POOL_JSON",
@@ -79,6 +98,8 @@ __all__ = [
 ]
 
 POOL_JSON = "pool.json"
+CA_BUNDLE_VARIABLE = "REQUESTS_CA_BUNDLE"  # where `mhsm env` puts the pool CA for any client
+_Client = TypeVar("_Client")
 _ERROR_MAP: dict[int, type[HttpResponseError]] = {
     401: ClientAuthenticationError,
     404: ResourceNotFoundError,
@@ -158,6 +179,12 @@ def regions_of(
     _check_fields(doc)
     own = Region(str(doc["url"]).rstrip("/"), str(doc["ca_cert"]))
     listed = doc.get("regions") if regions is None else regions
+    return _regions_around(own, listed, nearest_first=regions is None)
+
+
+def _regions_around(own: Region, listed: Any, *, nearest_first: bool) -> list[Region]:
+    """`listed` as Regions (`own` alone if empty), `own` standing in for its origin's entry
+    without a CA of its own, and first if `nearest_first`. Raises ValueError as `regions_of`."""
     if not listed:
         return [own]
     if isinstance(listed, str | bytes) or not isinstance(listed, Sequence):
@@ -166,7 +193,7 @@ def regions_of(
     result = [own if r.origin == own.origin and r.ca_cert is None else r for r in result]
     if own.origin not in {r.origin for r in result}:
         raise ValueError(f"the regions {[r.url for r in result]} do not include {own.url}")
-    if regions is None:
+    if nearest_first:
         result.sort(key=lambda r: r.origin != own.origin)  # stable: the others keep their order
     return result
 
@@ -176,10 +203,56 @@ class Clients:
     """The SDK clients of one pool. Use as a context manager, or call close(), to free sockets."""
 
     url: str
-    ca_cert: str
-    credential: ClientSecretCredential
+    ca_cert: str | None  # None: the system's trust store (a URL given without a CA)
+    credential: TokenCredential  # the admin's ClientSecretCredential when read from pool.json
     key_client: KeyClient
     router: RegionRouter | None = None  # the regions, when there are more than one
+    owns_credential: bool = True  # close() closes it: connect() made it, not the caller
+    _built: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments that give one more Azure SDK client this pool's CA, retry
+        policy and region routing: `SomeClient(clients.url, clients.credential,
+        **clients.client_options())`. New policy instances on every call (one per pipeline)."""
+        return _client_options(self.ca_cert, self.router)
+
+    def _lazily(self, name: str, build: Callable[..., _Client]) -> _Client:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build(self.url, self.credential, **self.client_options())
+            client: _Client = self._built[name]
+            return client
+
+    @property
+    def access_control(self) -> KeyVaultAccessControlClient:
+        """Role definitions and assignments (RBAC), built on first use."""
+        from azure.keyvault.administration import KeyVaultAccessControlClient
+
+        return self._lazily("access_control", KeyVaultAccessControlClient)
+
+    @property
+    def backup(self) -> KeyVaultBackupClient:
+        """Full and selective backup and restore jobs, built on first use."""
+        from azure.keyvault.administration import KeyVaultBackupClient
+
+        return self._lazily("backup", KeyVaultBackupClient)
+
+    @property
+    def settings(self) -> KeyVaultSettingsClient:
+        """The pool's account settings, built on first use."""
+        from azure.keyvault.administration import KeyVaultSettingsClient
+
+        return self._lazily("settings", KeyVaultSettingsClient)
+
+    @property
+    def security_domain(self) -> SecurityDomainClient:
+        """Security domain download, transfer key and upload, built on first use."""
+        from azure.keyvault.securitydomain import SecurityDomainClient
+
+        return self._lazily("security_domain", SecurityDomainClient)
 
     def crypto(self, key: KeyVaultKey | str) -> CryptographyClient:
         """A CryptographyClient for a KeyVaultKey, a key id, or a bare key name (latest version).
@@ -190,13 +263,7 @@ class Clients:
         """
         if isinstance(key, str) and "://" not in key:
             key = f"{self.url}/keys/{quote(key, safe='')}"
-        return CryptographyClient(
-            key,
-            self.credential,
-            connection_verify=self.ca_cert,
-            retry_policy=retry_policy(),
-            per_retry_policies=routing_policies(self.router),
-        )
+        return CryptographyClient(key, self.credential, **self.client_options())
 
     def key_operation(
         self, key_id: str, operation: str, parameters: Mapping[str, Any]
@@ -231,8 +298,16 @@ class Clients:
         return result
 
     def close(self) -> None:
+        """Close every client built so far, and the credential if connect() made it."""
+        with self._lock:
+            built = list(self._built.values())
+            self._built.clear()
+        for client in built:
+            client.close()
         self.key_client.close()
-        self.credential.close()
+        close_credential = getattr(self.credential, "close", None)
+        if self.owns_credential and callable(close_credential):
+            close_credential()
 
     def __enter__(self) -> Clients:
         return self
@@ -250,28 +325,76 @@ def connect(
     pool: str | Path | Mapping[str, Any],
     *,
     regions: Sequence[str | Region | Mapping[str, Any]] | None = None,
+    credential: TokenCredential | None = None,
+    ca_cert: str | Path | None = None,
 ) -> Clients:
-    """Clients for the pool described by a data dir, a path to its pool.json, or the parsed
-    document. No request is sent until a client is used.
+    """Clients for the pool described by a data dir, a path to its pool.json, the parsed
+    document, or the pool's `https://` URL. No request is sent until a client is used.
+
+    From pool.json, the clients trust its `ca_cert` and authenticate as its administrator. From a
+    URL, they trust `ca_cert`, else the bundle named by REQUESTS_CA_BUNDLE, else the system's
+    trust store, and authenticate with `DefaultAzureCredential()` (which `mhsm env` configures).
+    `ca_cert` and `credential` given here take precedence either way; a credential given here is
+    the caller's to close.
 
     With more than one region (`regions`, else pool.json's; see `regions_of`), every request,
-    token requests included, goes to the first healthy region and fails over to the next.
+    token requests made by the admin credential included, goes to the first healthy region and
+    fails over to the next.
 
-    Raises FileNotFoundError if there is no pool.json, ValueError if it is malformed.
+    Raises FileNotFoundError if there is no pool.json, ValueError if it is malformed or a region
+    is.
     """
+    if isinstance(pool, str) and urlsplit(pool).scheme.lower() in ("https", "http"):
+        return _connect_url(pool, regions, credential, ca_cert)
     doc = load_pool_document(pool)
-    ca_cert = str(doc["ca_cert"])
+    if ca_cert is not None:
+        doc["ca_cert"] = str(ca_cert)
     listed = regions_of(doc, regions)
     router = RegionRouter(listed) if len(listed) > 1 else None
-    credential = credential_from_pool(doc, router)
-    url = str(doc["url"]).rstrip("/")
-    key_client = KeyClient(
-        url,
-        credential,
-        connection_verify=ca_cert,
-        retry_policy=retry_policy(),
-        per_retry_policies=routing_policies(router),
-    )
+    owned = credential is None
+    credential = credential_from_pool(doc, router) if credential is None else credential
+    return _clients(str(doc["url"]), str(doc["ca_cert"]), credential, router, owned)
+
+
+def _connect_url(
+    url: str,
+    regions: Sequence[str | Region | Mapping[str, Any]] | None,
+    credential: TokenCredential | None,
+    ca_cert: str | Path | None,
+) -> Clients:
+    ca = str(ca_cert) if ca_cert is not None else os.environ.get(CA_BUNDLE_VARIABLE) or None
+    own = Region(url.rstrip("/"), ca)  # raises ValueError for a path or query
+    listed = _regions_around(own, regions, nearest_first=False)
+    router = RegionRouter(listed) if len(listed) > 1 else None
+    owned = credential is None
+    if credential is None:
+        verify = {} if ca_cert is None else {"connection_verify": str(ca_cert)}
+        credential = DefaultAzureCredential(**verify)
+    return _clients(own.url, ca, credential, router, owned)
+
+
+def _clients(
+    url: str,
+    ca_cert: str | None,
+    credential: TokenCredential,
+    router: RegionRouter | None,
+    owns_credential: bool,
+) -> Clients:
+    url = url.rstrip("/")
+    key_client = KeyClient(url, credential, **_client_options(ca_cert, router))
     return Clients(
-        url=url, ca_cert=ca_cert, credential=credential, key_client=key_client, router=router
+        url=url,
+        ca_cert=ca_cert,
+        credential=credential,
+        key_client=key_client,
+        router=router,
+        owns_credential=owns_credential,
     )
+
+
+def _client_options(ca_cert: str | None, router: RegionRouter | None) -> dict[str, Any]:
+    return {
+        "connection_verify": True if ca_cert is None else ca_cert,
+        "retry_policy": retry_policy(),
+        "per_retry_policies": routing_policies(router),
+    }
