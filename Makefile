@@ -9,10 +9,11 @@ DATA_DIR ?= .data/pool
 PORT ?= 8443
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-deps azurite run test unit integration check bench clean
+.PHONY: install system-deps azurite run test unit integration check bench chaos clean
 
 # etcd (Debian's etcd-server) backs the three-partition pool; the tests start their own clusters.
 # HAProxy runs the front door of `mhsm region frontdoor-config` (its test starts its own).
+# Chromium (headless) is the browser of the dashboard's test (tests/integration).
 system-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -20,6 +21,9 @@ system-deps:
 	@command -v haproxy >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq haproxy; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
 # Azurite (Azure Storage's emulator, from npm) stands in for blob storage in the backup tests.
 AZURITE := .tools/node_modules/.bin/azurite-blob
@@ -73,6 +77,19 @@ bench: install $(BENCH_STAMP)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/python -m benchmarks $(BENCH)
+
+# The chaos suite's long form (tests/chaos; `make test` runs its short form): each fault once, then
+# CHAOS_SECONDS more of faults drawn at random, under the mixed SDK workload. The figures (faults,
+# operations, client-visible errors, acknowledged writes lost) are written to CHAOS_REPORT.
+# CHAOS_SEED, CHAOS_WORKERS, CHAOS_RETRY=pool and CHAOS_STRICT=1 are passed through as well.
+CHAOS_SECONDS ?= 600
+CHAOS_REPORT ?= .data/chaos-report.json
+
+chaos: install
+	@mkdir -p $(dir $(CHAOS_REPORT))
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+	  $(BIN)/pytest -q -s tests/chaos/test_chaos_short.py
+	@echo "figures: $(CHAOS_REPORT)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

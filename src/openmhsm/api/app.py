@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from openmhsm.api import health, ping, rng
+from openmhsm.api import health, openapi, ping, rng
 from openmhsm.api.audit import AuditPolicy
 from openmhsm.api.backup_restore import BackupRestoreApi
 from openmhsm.api.context import ApiContext
@@ -33,6 +33,7 @@ from openmhsm.api.region_forward import RegionGate
 from openmhsm.api.routing import IndexedRouter
 from openmhsm.api.security_domain import SecurityDomainApi
 from openmhsm.api.settings import SettingsApi
+from openmhsm.api.ui import DashboardApi, static_routes
 from openmhsm.auth.identity import identity_routes
 
 
@@ -65,6 +66,7 @@ def data_plane_routes(ctx: ApiContext) -> list[BaseRoute]:
         *(SecurityDomainApi(ctx).routes() if ctx.security_domain is not None else []),
         *(SettingsApi(ctx.settings).routes() if ctx.settings is not None else []),
         *PrincipalsApi(ctx.principals).routes(),
+        *DashboardApi(ctx).routes(),
     ]
 
 
@@ -93,6 +95,8 @@ def build_app(ctx: ApiContext) -> ASGIApp:
         *health.routes(lambda: _state(ctx), ctx.partition_id),
         *identity_routes(ctx.tokens, ctx.principals, ctx.tenant_id, ctx.audience_ok),
         *metrics_routes(ctx.metrics, ctx.partition_id),
+        *openapi.routes(),
+        *static_routes(),
     ]
     if ctx.metrics.cache_revision is None:  # unless the partition wired another source
         ctx.metrics.cache_revision = lambda: ctx.keys.cache.revision

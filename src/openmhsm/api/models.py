@@ -40,8 +40,8 @@ def key_bundle(base: str, kv: KeyVersion, deletion: DeletionPolicy) -> JSON:
     bundle: JSON = {"key": jwk, "attributes": attributes(kv, deletion)}
     if kv.tags:
         bundle["tags"] = dict(kv.tags)
-    if kv.release_policy is not None:
-        bundle["release_policy"] = kv.release_policy
+    if kv.release_policy is not None:  # a policy given without data keeps none: omit nulls
+        bundle["release_policy"] = {k: v for k, v in kv.release_policy.items() if v is not None}
     return bundle
 
 

@@ -18,6 +18,9 @@ Choices where Azure documents no data action:
   `backup/status/action`, as reading any one backup's status does.
 - `/openmhsm/ping` (an authenticated call that does nothing, for benchmarks) needs
   `keys/read/action`, which every role that uses keys has.
+- `/openmhsm/dashboard` (the data of the `/ui` dashboard: pool health, metrics, backups, recent
+  audit events of every caller) needs `securitydomain/download/read`, a read action that among
+  the built-in roles only Managed HSM Administrator holds, as the dashboard is for administrators.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/restore/{job}/pending"): r.RESTORE_STATUS,
     ("GET", "/openmhsm/jobs"): r.BACKUP_STATUS,
     ("GET", "/openmhsm/ping"): r.KEYS_READ,
+    ("GET", "/openmhsm/dashboard"): r.SD_DOWNLOAD_READ,
     # deleted keys
     ("GET", "/deletedkeys"): r.DELETED_READ,
     ("GET", "/deletedkeys/{name}"): r.DELETED_READ,
