@@ -57,10 +57,21 @@ unit: install
 integration: install
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/integration
 
+# pip-audit asks PyPI's vulnerability service about each installed package; offline, the check
+# says so and goes on without it. The probe uses requests, as pip-audit does (same proxies, CAs).
+PYPI_PROBE := import requests; requests.head("https://pypi.org/", timeout=5).raise_for_status()
+
 check: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src
+	$(BIN)/bandit -q -c pyproject.toml -r src
+	@if $(BIN)/python -c '$(PYPI_PROBE)' >/dev/null 2>&1; then \
+	  echo "$(BIN)/pip-audit --skip-editable --progress-spinner off"; \
+	  $(BIN)/pip-audit --skip-editable --progress-spinner off; \
+	else \
+	  echo "pip-audit skipped: PyPI's vulnerability service is not reachable (offline?)"; \
+	fi
 
 # The benchmark suite (benchmarks/suite.py): results in benchmarks/results/. `make bench
 # BENCH="sign pool"` runs other benchmarks instead; BENCH_QUICK=1 is a one-minute smoke run.

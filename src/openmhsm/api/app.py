@@ -16,6 +16,7 @@ from openmhsm.api.key_backup import KeyBackupApi
 from openmhsm.api.key_ops import KeyOpsApi
 from openmhsm.api.key_release import KeyReleaseApi
 from openmhsm.api.keys import KeysApi
+from openmhsm.api.limits import EndOnDisconnect
 from openmhsm.api.metrics import MetricsPolicy, metrics_routes
 from openmhsm.api.middleware import (
     ActivationGate,
@@ -90,7 +91,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     )
     protected = ActivationGate(protected, ctx.current_state)
     protected = ApiVersionCheck(protected)
-    protected = KeyVaultErrors(protected)
+    protected = KeyVaultErrors(EndOnDisconnect(protected))
     public = [
         *health.routes(lambda: _state(ctx), ctx.partition_id),
         *identity_routes(ctx.tokens, ctx.principals, ctx.tenant_id, ctx.audience_ok),
@@ -100,7 +101,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     ]
     if ctx.metrics.cache_revision is None:  # unless the partition wired another source
         ctx.metrics.cache_revision = lambda: ctx.keys.cache.revision
-    app = IndexedRouter(public, default=protected)
+    app = EndOnDisconnect(IndexedRouter(public, default=protected))
     observed: ASGIApp = MetricsPolicy(app, ctx.metrics, routes)
     if ctx.audit is not None:
         observed = AuditPolicy(observed, ctx.audit, ctx.partition_id, routes)

@@ -32,7 +32,8 @@ from openmhsm.errors import (
 from openmhsm.types import Principal
 
 API_VERSION = re.compile(r"^(7\.[0-6](-preview(\.\d+)?)?|2016-10-01|2025-07-01(-preview)?)$")
-MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."  # noqa: S105 - a message
+# A message, not a password.
+MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."  # noqa: S105  # nosec B105
 
 
 class RequestId:

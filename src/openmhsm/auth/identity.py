@@ -7,6 +7,9 @@
 - `GET /msi/token`: the App-Service managed-identity endpoint (`IDENTITY_ENDPOINT`), authenticated
   by `X-IDENTITY-HEADER` = `<client_id>.<secret>`.
 
+Repeated failed secret checks back off (`auth/lockout.py`): such an attempt gets 429 with
+`Retry-After`, which azure-core and MSAL honour, whether or not the client id exists.
+
 These are OAuth endpoints, so every error body is OAuth-shaped (`error`, `error_description`), not
 Key Vault's. The managed-identity endpoint adds App Service's `statusCode` and `message`, which MSAL
 shows to the user. Nothing here echoes a secret or a token. Any principal kind may use either grant.
@@ -24,18 +27,25 @@ from starlette.routing import BaseRoute, Route
 
 from openmhsm import errors
 from openmhsm.auth.challenge import normalize_host
+from openmhsm.auth.lockout import LockedOut, Lockout
 from openmhsm.auth.tokens import ALGORITHM, TokenService
-from openmhsm.services.principals import PrincipalStore
+from openmhsm.services.principals import PrincipalStore, split_identity_header
+from openmhsm.types import Principal
 
 ADFS_TENANT = "adfs"
 MAX_FORM_BYTES = 16 * 1024
 TOKEN_LIFETIME = 3600
 MSI_API_VERSION = "2019-08-01"
 _DEFAULT_SUFFIX = "/.default"
+_BEARER = "Bearer"  # the OAuth token type
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _INVALID_CLIENT_MESSAGE = (
     "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is "
     "the client secret value, and that the client id names a principal of this pool."
+)
+_LOCKED_OUT_MESSAGE = (
+    "AADSTS50053: Too many failed attempts to authenticate this client from this address. "
+    "Try again in {} seconds."
 )
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -44,9 +54,17 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class _OAuthError(Exception):
     """An OAuth error response: status, `error` code and a description safe to show."""
 
-    def __init__(self, status: int, error: str, description: str, code: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        code: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status, self.error, self.description, self.code = status, error, description, code
+        self.retry_after = retry_after
 
 
 def _error_response(exc: _OAuthError, *, app_service: bool = False) -> JSONResponse:
@@ -55,7 +73,10 @@ def _error_response(exc: _OAuthError, *, app_service: bool = False) -> JSONRespo
         body["error_codes"] = [exc.code]
     if app_service:
         body |= {"statusCode": exc.status, "message": exc.description}
-    return JSONResponse(body, status_code=exc.status, headers=_NO_STORE)
+    headers = dict(_NO_STORE)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def _oauth_endpoint(handler: Endpoint, *, app_service: bool = False) -> Endpoint:
@@ -108,13 +129,40 @@ async def _read_form(request: Request) -> dict[str, str]:
     return form
 
 
+async def _backed_off(
+    lockout: Lockout,
+    request: Request,
+    client_id: str,
+    check: Callable[[], Awaitable[Principal | None]],
+) -> Principal | None:
+    """`check()` (a secret check for `client_id`) unless this client is backing off."""
+    address = request.client.host if request.client is not None else None
+    try:
+        attempt = lockout.admit(client_id, address)
+    except LockedOut as exc:
+        raise _OAuthError(
+            429,
+            "invalid_client",
+            _LOCKED_OUT_MESSAGE.format(exc.retry_after),
+            50053,
+            retry_after=exc.retry_after,
+        ) from None
+    with attempt:
+        principal = await check()
+        attempt.settle(principal is not None)
+    return principal
+
+
 def identity_routes(
     tokens: TokenService,
     principals: PrincipalStore,
     tenant_id: str,
     audience_ok: Callable[[str], bool],
+    lockout: Lockout | None = None,
 ) -> list[BaseRoute]:
-    """The token issuer's routes: OIDC discovery, JWKS, client credentials and managed identity."""
+    """The token issuer's routes: OIDC discovery, JWKS, client credentials and managed identity.
+    `lockout` holds the back-off state of failed secret checks (a new one if not given)."""
+    backoff = lockout if lockout is not None else Lockout()
 
     def check_tenant(request: Request) -> str:
         """The tenant segment as addressed: the pool's tenant id, or `adfs`, the name
@@ -198,14 +246,16 @@ def identity_routes(
                 "AADSTS7000218: The request body must contain client_id and client_secret.",
                 7000218,
             )
-        principal = await principals.authenticate(client_id, secret)
+        principal = await _backed_off(
+            backoff, request, client_id, lambda: principals.authenticate(client_id, secret)
+        )
         if principal is None:
             raise _OAuthError(401, "invalid_client", _INVALID_CLIENT_MESSAGE, 7000215)
         access_token, _ = tokens.issue(
             principal=principal, audience=resource, tenant_id=tenant_id, lifetime=TOKEN_LIFETIME
         )
         body = {
-            "token_type": "Bearer",
+            "token_type": _BEARER,
             "expires_in": TOKEN_LIFETIME,
             "ext_expires_in": TOKEN_LIFETIME,
             "access_token": access_token,
@@ -219,7 +269,10 @@ def identity_routes(
         header = request.headers.get("x-identity-header")
         if not header:
             raise _OAuthError(401, "invalid_client", "The X-IDENTITY-HEADER header is missing.")
-        principal = await principals.authenticate_identity_header(header)
+        client_id, _ = split_identity_header(header)
+        principal = await _backed_off(
+            backoff, request, client_id, lambda: principals.authenticate_identity_header(header)
+        )
         if principal is None:
             raise _OAuthError(401, "invalid_client", "The X-IDENTITY-HEADER header is not valid.")
         resource = resource_of_scope(query.get("resource", ""))
@@ -242,7 +295,7 @@ def identity_routes(
             "access_token": access_token,
             "expires_on": str(expires_on),
             "resource": resource,
-            "token_type": "Bearer",
+            "token_type": _BEARER,
             "client_id": principal.client_id,
         }
         return JSONResponse(body, headers=_NO_STORE)

@@ -65,7 +65,8 @@ class Storage:
         return targets.open_target(self.uri, token=self.token, use_managed_identity=self.managed)
 
 
-SAS_TOKEN_VARIABLE = "MHSM_SAS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+# The name of a variable, not a secret.
+SAS_TOKEN_VARIABLE = "MHSM_SAS_TOKEN"  # noqa: S105  # nosec B105
 
 
 def add_auth_options(parser: argparse.ArgumentParser) -> None:

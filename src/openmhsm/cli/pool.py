@@ -147,7 +147,7 @@ def _run_pool(data: DataDir, config: PoolConfig) -> int:
         return 2
 
     def document(sup: Supervisor, pid: int | None) -> dict[str, Any]:
-        admin = admin_credentials(data) or {"client_id": "", "client_secret": ""}
+        admin = admin_credentials(data) or dict.fromkeys(("client_id", "client_secret"), "")
         parts = [
             {"id": p.id, "pid": p.pid if pid else None, "url": sup.partition_url(p.id)}
             for p in sup.partitions

@@ -59,7 +59,7 @@ async def load_domain(
         secrets = DomainSecrets.generate()
         try:
             await _publish(storage, prefix, secrets, initial_state)
-            sealed.parent.mkdir(parents=True, exist_ok=True)
+            sealed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             seal_to_file(secrets, sealed, seal_key)
             log.info("created the pool's security domain %s", secrets.domain_id)
             return secrets
@@ -90,7 +90,7 @@ async def _join(
     while time.monotonic() < deadline:
         secrets = await fetch_secrets(peers, pool, context, domain_id=domain_id)
         if secrets is not None:
-            sealed.parent.mkdir(parents=True, exist_ok=True)
+            sealed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             seal_to_file(secrets, sealed, seal_key)
             log.info("joined the pool's security domain from a peer")
             return secrets

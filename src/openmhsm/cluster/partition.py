@@ -16,6 +16,7 @@ import uvicorn
 
 from openmhsm.api.app import build_app
 from openmhsm.api.context import ApiContext
+from openmhsm.api.limits import LimitedHttpToolsProtocol
 from openmhsm.auth import roles
 from openmhsm.auth.attestation import AttestationIssuers, PoolSigner
 from openmhsm.auth.audiences import Audiences
@@ -58,6 +59,10 @@ from openmhsm.types import SystemClock
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+# TLS 1.2 needs ECDHE and an AEAD cipher (TLS 1.3's suites are all AEAD and not affected).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 def region_lag(data: DataDir) -> Callable[[], Lag | None]:
     """The extended region's replication lag, as its supervisor last published it."""
@@ -86,6 +91,14 @@ class PartitionSettings:
     peers: tuple[tuple[str, int], ...] = ()
     bootstrap_admin: bool = True
     pool_ports: tuple[int, ...] = ()  # every port of the pool: a token is good on each
+
+
+def harden_tls(context: ssl.SSLContext) -> None:
+    """Hold the partitions' TLS context to TLS 1.2 or later with forward-secret AEAD ciphers,
+    whatever the Python, OpenSSL or uvicorn defaults."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -371,21 +384,25 @@ class Partition:
         """Serve until SIGINT/SIGTERM, then drain in-flight requests; `on_ready` runs once the
         sockets accept connections."""
         context = self.context or await self.open()
-        server = DrainingServer(
-            uvicorn.Config(
-                build_app(context),
-                ssl_certfile=str(self.data.server_cert),
-                ssl_keyfile=str(self.data.server_key),
-                lifespan="off",
-                log_level="warning",
-                access_log=False,
-                http="httptools",
-                timeout_graceful_shutdown=10,
-                server_header=False,
-                proxy_headers=False,  # no trusted proxy sets X-Forwarded-*: skip it per request
-                backlog=1024,
-            )
+        config = uvicorn.Config(
+            build_app(context),
+            ssl_certfile=str(self.data.server_cert),
+            ssl_keyfile=str(self.data.server_key),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            http=LimitedHttpToolsProtocol,  # httptools with head limits and deadlines
+            ws="none",  # no WebSocket route: an upgrade request is served as plain HTTP
+            timeout_keep_alive=KEEP_ALIVE,
+            timeout_graceful_shutdown=10,
+            server_header=False,
+            proxy_headers=False,  # no trusted proxy sets X-Forwarded-*: skip it per request
+            backlog=1024,
         )
+        config.load()  # makes the TLS context from the certificate files, hardened here
+        assert config.ssl is not None
+        harden_tls(config.ssl)
+        server = DrainingServer(config)
 
         async def announce() -> None:
             while not server.started:

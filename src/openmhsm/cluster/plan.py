@@ -16,7 +16,9 @@ ETCD_MEMBERS = 3
 
 def local_host(bind: str) -> str:
     """The address peers on this host reach a process bound to `bind` at."""
-    return "127.0.0.1" if bind in ("0.0.0.0", "") else "::1" if bind == "::" else bind  # noqa: S104
+    # A comparison with the wildcard address, not a bind to it.
+    wildcard = not bind or bind == "0.0.0.0"  # noqa: S104  # nosec B104
+    return "127.0.0.1" if wildcard else "::1" if bind == "::" else bind
 
 
 def free_ports(host: str, count: int) -> list[int]:

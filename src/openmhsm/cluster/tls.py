@@ -61,7 +61,7 @@ def ensure_pool_ca(directory: Path) -> tuple[Path, Path]:
     written last, so its presence means the pair is complete. Raises FileNotFoundError if `ca.pem`
     exists without `ca.key`.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds the CA key
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     if cert_path.exists():
         if not key_path.exists():

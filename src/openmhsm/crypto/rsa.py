@@ -23,7 +23,8 @@ _SIGN_HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 SIGN_ALGORITHMS = frozenset([*_SIGN_HASHES, "RSNULL"])
 _OAEP_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "RSA-OAEP": hashes.SHA1(),  # noqa: S303 - RSA-OAEP is defined with SHA-1 (RFC 7518 §4.3)
+    # RSA-OAEP is defined with SHA-1 (RFC 7518 §4.3).
+    "RSA-OAEP": hashes.SHA1(),  # noqa: S303  # nosec B303
     "RSA-OAEP-256": hashes.SHA256(),
 }
 ENCRYPT_ALGORITHMS = frozenset([*_OAEP_HASHES, "RSA1_5"])

@@ -71,7 +71,7 @@ def certificate_jwk(certificate: x509.Certificate, *, kid: str | None = None) ->
         "n": int_to_b64u(public.n),
         "e": int_to_b64u(public.e),
         "x5c": [base64.b64encode(der).decode("ascii")],
-        "x5t": b64u_encode(hashlib.sha1(der).digest()),  # noqa: S324 - a JWK thumbprint, not security
+        "x5t": b64u_encode(hashlib.sha1(der, usedforsecurity=False).digest()),  # a thumbprint
         "x5t#S256": thumbprint_s256(certificate),
     }
     if kid is not None:
@@ -104,7 +104,7 @@ def certificate_from_jwk(jwk: Mapping[str, object]) -> x509.Certificate:
             raise SecurityDomainError(f"The JWK's {name} does not match its x5c certificate")
     der = certificate.public_bytes(Encoding.DER)
     thumbprints = {
-        "x5t": b64u_encode(hashlib.sha1(der).digest()),  # noqa: S324 - a JWK thumbprint
+        "x5t": b64u_encode(hashlib.sha1(der, usedforsecurity=False).digest()),  # a thumbprint
         "x5t#S256": thumbprint_s256(certificate),
     }
     for name, expected_thumbprint in thumbprints.items():

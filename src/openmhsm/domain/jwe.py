@@ -31,9 +31,10 @@ _TAG_SIZE = 32
 _MAC_KEY_SIZE = 32
 _MAX_HEADER_CHARS = 4096
 _OAEP_SHA256 = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+_SHA1 = hashes.SHA1()  # noqa: S303  # nosec B303  # RSA-OAEP's hash (RFC 7518 §4.3)
 _RSA_PADDINGS: dict[str, padding.AsymmetricPadding] = {
     "RSA-OAEP-256": _OAEP_SHA256,
-    "RSA-OAEP": padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None),  # noqa: S303
+    "RSA-OAEP": padding.OAEP(padding.MGF1(_SHA1), _SHA1, None),
     "RSA1_5": padding.PKCS1v15(),
 }
 

@@ -44,6 +44,12 @@ def identity_header(client_id: str, secret: str) -> str:
     return f"{client_id}.{secret}"
 
 
+def split_identity_header(header: str) -> tuple[str, str]:
+    """The client id and the secret of an `IDENTITY_HEADER` value (either may be empty)."""
+    client_id, _, secret = header.partition(".")
+    return client_id, secret
+
+
 def _new_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
 
@@ -104,8 +110,7 @@ class PrincipalStore:
 
     async def authenticate_identity_header(self, header: str) -> Principal | None:
         """The principal an App-Service `X-IDENTITY-HEADER` value (`<client_id>.<secret>`) names."""
-        client_id, _, secret = header.partition(".")
-        return await self.authenticate(client_id, secret)
+        return await self.authenticate(*split_identity_header(header))
 
     async def get(self, client_id: str) -> Principal | None:
         """The principal with this client id, or None."""
