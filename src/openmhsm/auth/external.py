@@ -18,8 +18,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,13 +28,13 @@ from typing import Any
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from openmhsm import errors
-from openmhsm.auth.tokens import CLOCK_SKEW, MAX_TOKEN_LENGTH, b64url_decode
+from openmhsm.auth.tokens import CLOCK_SKEW, MAX_TOKEN_LENGTH, b64url_decode, b64url_json
 from openmhsm.types import Clock, Principal
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def unverified_issuer(token: str) -> str | None:
     if len(parts) != 3 or len(token) > MAX_TOKEN_LENGTH:
         return None
     try:
-        claims = json.loads(b64url_decode(parts[1]))
+        claims = b64url_json(parts[1])
     except ValueError:
         return None
     issuer = claims.get("iss") if isinstance(claims, dict) else None
@@ -76,35 +76,40 @@ def parse_jwt(
     parts = token.split(".")
     if len(parts) != 3 or len(token) > max_length:
         raise ValueError("not a compact JWS")
-    try:
-        header = json.loads(b64url_decode(parts[0]))
-        claims = json.loads(b64url_decode(parts[1]))
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    header, claims = b64url_json(parts[0]), b64url_json(parts[1])
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise ValueError("not a JWT")
     return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), b64url_decode(parts[2])
 
 
-def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey | None:
+def public_key_from_jwk(jwk: object) -> PublicKey | None:
     """The RSA or EC (P-256/384/521) public key of a JWK, from n/e or x/y, else from the first
-    certificate of its `x5c` (as Microsoft Azure Attestation publishes its keys); None if none."""
+    certificate of its `x5c` (as Microsoft Azure Attestation publishes its keys); None if none,
+    whatever the value (a JWKS entry that is no object, a certificate of an unknown key type)."""
+    if not isinstance(jwk, Mapping):
+        return None
     try:
+        crv = jwk.get("crv")
         if jwk.get("kty") == "RSA" and "n" in jwk and "e" in jwk:
-            n = int.from_bytes(b64url_decode(str(jwk["n"])), "big")
-            e = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
+            n, e = _b64url_int(jwk["n"]), _b64url_int(jwk["e"])
             return rsa.RSAPublicNumbers(e, n).public_key()
-        if jwk.get("kty") == "EC" and jwk.get("crv") in _CURVES and "x" in jwk:
-            x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
-            y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
-            return ec.EllipticCurvePublicNumbers(x, y, _CURVES[str(jwk["crv"])]).public_key()
+        if jwk.get("kty") == "EC" and isinstance(crv, str) and crv in _CURVES and "x" in jwk:
+            x, y = _b64url_int(jwk["x"]), _b64url_int(jwk.get("y"))
+            return ec.EllipticCurvePublicNumbers(x, y, _CURVES[crv]).public_key()
         chain = jwk.get("x5c")
         if isinstance(chain, list) and chain and isinstance(chain[0], str):
             key = x509.load_der_x509_certificate(base64.b64decode(chain[0])).public_key()
             return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
-    except (KeyError, ValueError, TypeError):
+    except (ValueError, UnsupportedAlgorithm):
         return None
     return None
+
+
+def _b64url_int(value: object) -> int:
+    """The big-endian integer of a base64url JWK field. Raises ValueError for anything else."""
+    if not isinstance(value, str):
+        raise ValueError("not a base64url string")
+    return int.from_bytes(b64url_decode(value), "big")
 
 
 def verify_signature(key: PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
@@ -287,16 +292,17 @@ class TrustedIssuers:
             header, claims, signed, signature = parse_jwt(token)
         except ValueError:
             raise bad from None
-        issuer = str(claims.get("iss", "")).rstrip("/")
-        key = self.keys.key(issuer, str(header.get("kid")))
+        iss, kid, alg = claims.get("iss"), header.get("kid"), header.get("alg")
+        issuer = iss.rstrip("/") if isinstance(iss, str) else ""
+        key = self.keys.key(issuer, kid) if isinstance(kid, str) else None
         if key is None:
             raise errors.Unauthorized("The access token was signed by an unknown key.")
         if "crit" in header or not verify_signature(
-            key, str(header.get("alg", "")), signed, signature
+            key, alg if isinstance(alg, str) else "", signed, signature
         ):
             raise errors.Unauthorized("The access token signature is invalid.")
-        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+        exp, nbf = _epoch(claims.get("exp")), _epoch(claims.get("nbf", 0))
+        if exp is None or nbf is None:
             raise bad
         if now < nbf - CLOCK_SKEW:
             raise errors.Unauthorized("The access token is not valid yet.")
@@ -306,12 +312,29 @@ class TrustedIssuers:
             audience = audience[0] if len(audience) == 1 else None
         if not isinstance(subject, str) or not isinstance(audience, str):
             raise bad
-        client_id = str(claims.get("appid") or claims.get("azp") or claims.get("client_id") or "")
+        client_id = _first_text(claims.get("appid"), claims.get("azp"), claims.get("client_id"))
         principal = Principal(
             object_id=subject,
             client_id=client_id,
-            name=str(claims.get("name") or client_id or subject),
+            name=_first_text(claims.get("name"), client_id, subject),
             kind="external",
             issuer=issuer,
         )
-        return _Accepted(principal, audience, float(exp))
+        return _Accepted(principal, audience, exp)
+
+
+def _epoch(value: object) -> float | None:
+    """A NumericDate claim in seconds, or None unless it is a finite number (a huge integer,
+    or a NaN that would compare false with every time, is no date)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _first_text(*values: object) -> str:
+    """The first non-empty string among claim values, else ""."""
+    return next((v for v in values if isinstance(v, str) and v), "")

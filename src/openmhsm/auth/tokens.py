@@ -53,6 +53,15 @@ def b64url_decode(text: str) -> bytes:
         raise ValueError("not base64url") from None
 
 
+def b64url_json(text: str) -> Any:
+    """The JSON value in one base64url part of a compact JWS. Raises ValueError for anything else,
+    JSON nested deeper than the parser can go included (a RecursionError from json)."""
+    try:
+        return json.loads(b64url_decode(text))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _json_b64(value: dict[str, Any]) -> str:
     return b64url_encode(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
@@ -186,13 +195,14 @@ class TokenService:
         if len(parts) != 3:
             raise malformed
         try:
-            header = json.loads(b64url_decode(parts[0]))
+            header = b64url_json(parts[0])
             signature = b64url_decode(parts[2])
         except ValueError:
             raise malformed from None
         if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
             raise errors.Unauthorized("The access token algorithm is not accepted.")
-        public = self._verifiers.get(str(header.get("kid")))
+        kid = header.get("kid")
+        public = self._verifiers.get(kid) if isinstance(kid, str) else None
         if public is None or "crit" in header:
             raise errors.Unauthorized("The access token was not signed by this pool.")
         if len(signature) != 2 * _COORD:
@@ -205,7 +215,7 @@ class TokenService:
         except (InvalidSignature, UnicodeEncodeError):
             raise errors.Unauthorized("The access token signature is invalid.") from None
         try:
-            claims = json.loads(b64url_decode(parts[1]))
+            claims = b64url_json(parts[1])
         except ValueError:
             raise malformed from None
         return self._check_claims(claims, now)

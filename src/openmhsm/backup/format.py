@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from openmhsm.crypto import aead
 from openmhsm.crypto.kdf import derive_key
@@ -39,6 +39,7 @@ MAX_KEY = 1024
 _LENGTH = struct.Struct(">I")
 _FILE_NAME = re.compile(r"records-\d{5}\.bin")
 _FOLDER_STAMP = "%Y%m%d%H%M%S"
+_T = TypeVar("_T")
 
 
 class BackupInvalid(BadParameter):
@@ -241,24 +242,37 @@ def load_manifest(keys: BackupKeys, data: bytes, domain_id: str) -> Manifest:
         raise BackupInvalid("The backup manifest failed authentication (altered or corrupt).")
     try:
         return _parse_manifest(body)
-    except (KeyError, TypeError, ValueError):
+    except ValueError:
         raise BackupInvalid("The backup manifest is malformed.") from None
 
 
 def _parse_manifest(body: dict[str, Any]) -> Manifest:
+    """The manifest in a body that passed its MAC; every field of its own JSON type, as
+    dump_manifest writes it (no coercion: `int()` of a JSON Infinity raises OverflowError)."""
     files = tuple(
-        FileEntry(str(f["name"]), str(f["sha256"]), int(f["records"]), str(f["first"]),
-                  str(f["last"]))
-        for f in body["files"]
+        FileEntry(_typed(f, "name", str), _typed(f, "sha256", str), _typed(f, "records", int),
+                  _typed(f, "first", str), _typed(f, "last", str))
+        for f in _typed(body, "files", list)
     )  # fmt: skip
     if any(not _FILE_NAME.fullmatch(f.name) for f in files):
         raise ValueError("bad file name")
+    counts = _typed(body, "counts", dict)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+        raise ValueError("bad counts")
     return Manifest(
-        backup_id=str(body["backupId"]),
-        pool=str(body["pool"]),
-        domain_id=str(body["domainId"]),
-        revision=int(body["revision"]),
-        created=int(body["created"]),
-        counts={str(k): int(v) for k, v in dict(body["counts"]).items()},
+        backup_id=_typed(body, "backupId", str),
+        pool=_typed(body, "pool", str),
+        domain_id=_typed(body, "domainId", str),
+        revision=_typed(body, "revision", int),
+        created=_typed(body, "created", int),
+        counts=counts,
         files=files,
     )
+
+
+def _typed(parent: object, name: str, kind: type[_T]) -> _T:
+    """`parent[name]`, which must be a JSON object's field of type `kind` (a bool is no int)."""
+    value = parent.get(name) if isinstance(parent, dict) else None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"bad manifest field {name}")
+    return value

@@ -236,17 +236,17 @@ def _rsa_from_jwk(jwk: Mapping[str, object], *, check: bool) -> rsa.RSAPrivateKe
     dp = _int(jwk, "dp")
     dq = _int(jwk, "dq")
     qi = _int(jwk, "qi")
-    public = rsa.RSAPublicNumbers(e, n)
-    numbers = rsa.RSAPrivateNumbers(
-        p=p,
-        q=q,
-        d=d,
-        dmp1=rsa.rsa_crt_dmp1(d, p) if dp is None else dp,
-        dmq1=rsa.rsa_crt_dmq1(d, q) if dq is None else dq,
-        iqmp=rsa.rsa_crt_iqmp(p, q) if qi is None else qi,
-        public_numbers=public,
-    )
     try:
+        # The CRT helpers raise ValueError for a prime <= 1 or a q with no inverse mod p.
+        numbers = rsa.RSAPrivateNumbers(
+            p=p,
+            q=q,
+            d=d,
+            dmp1=rsa.rsa_crt_dmp1(d, p) if dp is None else dp,
+            dmq1=rsa.rsa_crt_dmq1(d, q) if dq is None else dq,
+            iqmp=rsa.rsa_crt_iqmp(p, q) if qi is None else qi,
+            public_numbers=rsa.RSAPublicNumbers(e, n),
+        )
         # Full OpenSSL check: primality, n = p*q, e*d = 1 mod lambda(n) and the CRT values.
         return numbers.private_key(unsafe_skip_rsa_key_validation=not check)
     except ValueError as exc:
@@ -261,12 +261,20 @@ def _recover_prime_factors(n: int, e: int, d: int) -> tuple[int, int]:
     exponentiations. A chain that never reaches 1 proves d is wrong and stops at once; the
     attempt cap bounds the rest. (`cryptography`'s rsa_recover_prime_factors redoes a full
     exponentiation per step and can take seconds on a 4096-bit key.)
+
+    The 1/2 needs two distinct odd primes in n. For a prime, a prime power or an even n every
+    square root of 1 is trivial, and every attempt would run to the cap (a minute of CPU for a
+    4096-bit prime "modulus"), so after a first trivial root one test turns those away: g**n = g
+    (mod p) for every prime p of such an n, while for n = p*q it almost never holds.
     """
     t, s = d * e - 1, 0
     while t > 0 and t % 2 == 0:
         t, s = t // 2, s + 1
-    for _ in range(_RECOVERY_ATTEMPTS if s else 0):
-        x = pow(2 + secrets.randbelow(n - 3), t, n)
+    for attempt in range(_RECOVERY_ATTEMPTS if s else 0):
+        g = 2 + secrets.randbelow(n - 3)
+        if attempt == 1 and math.gcd(pow(g, n, n) - g, n) != 1:
+            break  # a prime power (n itself prime included) or an even n: not a product of two
+        x = pow(g, t, n)
         for _ in range(s):
             if x in (1, n - 1):
                 break  # trivial root: try another base
