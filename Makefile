@@ -62,8 +62,8 @@ integration: install
 PYPI_PROBE := import requests; requests.head("https://pypi.org/", timeout=5).raise_for_status()
 
 check: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks fuzz examples
+	$(BIN)/ruff format --check src tests benchmarks fuzz examples
 	$(BIN)/mypy --strict src
 	$(BIN)/bandit -q -c pyproject.toml -r src
 	@if $(BIN)/python -c '$(PYPI_PROBE)' >/dev/null 2>&1; then \
