@@ -137,7 +137,9 @@ class KeyService:
         kty = str(jwk["kty"])
         if hsm and not kty.endswith("-HSM"):
             kty = f"{base}-HSM"
-        material = from_jwk(jwk)
+        # An RSA import checks the key (and may recover p and q from n, e, d): a second or more
+        # for RSA-4096, which must not stall every other request of the partition.
+        material = await asyncio.to_thread(from_jwk, jwk) if base == "RSA" else from_jwk(jwk)
         key_ops = validation.check_key_ops(jwk.get("key_ops"), base)
         attributes, tags, release_policy = self._common_fields(params)
         return await self._add_version(
