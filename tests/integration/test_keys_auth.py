@@ -128,7 +128,7 @@ def _forgeries(token: str) -> dict[str, str]:
         "truncated": token[:-10],
         "garbage": "not-a-token",
         "three-empty-parts": "..",
-        "oversized": "a" * 20_000,
+        "oversized": "a" * 12_000,  # over the token limit (8 KiB), under the head limit
     }
 
 
@@ -155,6 +155,13 @@ def test_invalid_tokens_are_rejected(
     r = anon.get("/keys", params=API, headers={"Authorization": f"Bearer {bad}"})
     assert_challenge(r, dev_pool)
     assert bad[:40] not in r.text, "the error must not echo the token"
+
+
+def test_a_token_past_the_request_head_limit_gets_431(anon: httpx.Client) -> None:
+    bad = "a" * 20_000
+    r = anon.get("/keys", params=API, headers={"Authorization": f"Bearer {bad}"})
+    assert r.status_code == 431 and r.json()["error"]["code"] == "RequestHeaderFieldsTooLarge"
+    assert bad[:40] not in r.text
 
 
 def test_other_schemes_and_malformed_headers(

@@ -278,6 +278,9 @@ def test_etcd_member_with_lost_data_is_replaced(pool: Pool, clients: Clients) ->
     doc = pool.reload()
     leader = etcd_leader(doc)["name"]
     victim = next(m for m in doc["etcd"] if m["name"] != leader)
+    # Frozen first: a running member could write its data dir again between the removal and
+    # the kill, and would then be restarted rather than replaced.
+    os.kill(victim["pid"], signal.SIGSTOP)
     shutil.rmtree(pool.data_dir / "etcd" / victim["name"].removeprefix("etcd"))
     os.kill(victim["pid"], signal.SIGKILL)
     pool.wait_for(
