@@ -4,7 +4,9 @@ material (old signatures still verify), deleted keys still deleted, and the stop
 from __future__ import annotations
 
 import hashlib
+import http.client
 import signal
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -171,3 +173,30 @@ def test_sigterm_with_an_idle_keep_alive_connection_stops_promptly(dev_pool: Dev
         assert http.get("/keys", params=API).status_code == 200  # connection now idle, pooled
         elapsed = _restart(dev_pool)
     assert elapsed < 5, f"SIGTERM took {elapsed:.1f} s with one idle keep-alive connection"
+
+
+def test_a_request_on_an_idle_connection_during_the_stop_is_answered(dev_pool: DevPool) -> None:
+    """DESIGN §2: a graceful stop loses no request. A client that sends on a pooled keep-alive
+    connection just as the stop begins gets its answer, marked `Connection: close`, instead of a
+    dropped connection that azure-core would not retry for a POST or PATCH."""
+    token = pool_token(dev_pool)
+    host, port = dev_pool.url.removeprefix("https://").rsplit(":", 1)
+    tls = ssl.create_default_context(cafile=dev_pool.ca)
+    conn = http.client.HTTPSConnection(host, int(port), context=tls, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        conn.request("GET", "/keys?api-version=7.6", headers=headers)
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and first.getheader("connection") != "close"
+        assert dev_pool.proc is not None
+        dev_pool.proc.send_signal(signal.SIGTERM)  # the connection is idle in the client's hands
+        time.sleep(0.4)  # the stop has begun (uvicorn looks at its exit flag every 0.1 s)
+        conn.request("GET", "/keys?api-version=7.6", headers=headers)
+        second = conn.getresponse()
+        second.read()
+    finally:
+        conn.close()
+    assert second.status == 200
+    assert second.getheader("connection") == "close"
+    _restart(dev_pool)  # waits for the exit, checks it was clean, starts again

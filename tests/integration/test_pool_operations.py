@@ -161,14 +161,45 @@ class SignLoop:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 
 
+class UpdateLoop(threading.Thread):
+    """A thread updating a key's tags through the pool URL with azure-core's default retry
+    policy, which sends a PATCH again only if it never reached the server: a graceful stop
+    that dropped a request sent on a kept-alive connection shows here as an error."""
+
+    def __init__(self, pool: PoolProcess, name: str) -> None:
+        super().__init__()
+        self.client = KeyClient(pool.url, pool.credential(), connection_verify=pool.ca)
+        self.name, self.updates, self.errors = name, 0, list[str]()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                self.client.update_key_properties(self.name, tags={"n": str(self.updates)})
+                self.updates += 1
+            except Exception as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> UpdateLoop:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.join(timeout=120)
+        self.client.close()
+
+
 def test_maintain_restarts_every_partition_with_no_client_errors(pool: PoolProcess) -> None:
     with key_client(pool) as client:
         key = client.create_ec_key("maintain-ec", curve="P-256")
     assert key.id is not None
     before = pool.partition_pids()
-    with SignLoop(pool, key.id) as load:
+    with SignLoop(pool, key.id) as load, UpdateLoop(pool, "maintain-ec") as updates:
         result = mhsm("maintain", "--data-dir", str(pool.data_dir), "--timeout", "150")
         signs_during = load.signs
+    assert updates.errors == []
+    assert updates.updates > 10
     assert result.code == 0, result.stdout + result.stderr
     assert "maintenance done" in result.stdout
     assert result.stdout.count("restarted (pid") == 3

@@ -84,6 +84,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._began = False
         self._oversized: bytes | None = None
         self._refused = False
+        self.draining = False  # the server is stopping: answer with `Connection: close`
 
     # asyncio.Protocol
 
@@ -149,6 +150,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(self._oversized)  # the app never sees this request
             return
         super().on_headers_complete()
+        if self.draining:
+            self.cycle.keep_alive = False
         self._phase = "body"
         self._arm(self.body_timeout)
 
