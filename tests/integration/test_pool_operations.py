@@ -5,11 +5,15 @@ client signs with zero errors."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
 import re
 import shutil
+import signal
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from dev_pool import free_port
 from pool_support import PoolProcess, mhsm
+
+from openmhsm.cluster.partition import KEEP_ALIVE
 
 pytestmark = pytest.mark.integration
 
@@ -212,6 +218,34 @@ def test_maintain_restarts_every_partition_with_no_client_errors(pool: PoolProce
     assert report["supervisor"]["maintenance"]["state"] == "done"
     assert report["supervisor"]["last_event"]["event"] == "maintenance done"
     assert report["partitions"][0]["pid"] == after[0]
+
+
+def test_a_request_sent_to_a_stalled_partition_is_answered_when_it_resumes(
+    pool: PoolProcess,
+) -> None:
+    """A partition stopped (SIGSTOP: a stall, a paused VM) longer than the keep-alive timeout
+    with a request waiting on an idle connection answers it when it resumes: uvloop runs the
+    overdue keep-alive timer before it reads, and the timer must not close the connection
+    under the unread request."""
+    part = pool.reload()["partitions"][2]
+    host, port = part["url"].removeprefix("https://").rsplit(":", 1)
+    tls = ssl.create_default_context(cafile=pool.ca)
+    conn = http.client.HTTPSConnection(host, int(port), context=tls, timeout=30)
+    resume = threading.Timer(KEEP_ALIVE + 0.5, os.kill, (part["pid"], signal.SIGCONT))
+    try:
+        conn.request("GET", "/readyz")
+        assert conn.getresponse().read()  # the connection is idle now, kept alive
+        stopped = time.monotonic()
+        os.kill(part["pid"], signal.SIGSTOP)
+        resume.start()
+        conn.request("GET", "/readyz")  # waits in the socket until the partition resumes
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        assert time.monotonic() - stopped >= KEEP_ALIVE
+    finally:
+        resume.join()
+        os.kill(part["pid"], signal.SIGCONT)
+        conn.close()
 
 
 def test_maintain_refuses_a_dev_pool(tmp_path: Path) -> None:

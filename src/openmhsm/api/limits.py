@@ -41,6 +41,10 @@ MAX_HEADERS = 100
 HEAD_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 _FIELD_OVERHEAD = 4  # ": " and CRLF around each header
+# A timer that fires looks again this much later, once the reads pending meanwhile have run:
+# after a stall (a stopped or starved process), uvloop runs due timers before it reads, and the
+# client's request, sent in time, sits unread in the socket.
+RECHECK = 0.05
 _INCOMPLETE = "The client closed the connection, or sent the request too slowly."
 
 
@@ -84,6 +88,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._began = False
         self._oversized: bytes | None = None
         self._refused = False
+        self._idle_rechecked = False  # the keep-alive timer fired once and looks again
+        self._late_rechecked = False  # the head or body deadline did
         self.draining = False  # the server is stopping: answer with `Connection: close`
 
     # asyncio.Protocol
@@ -98,6 +104,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._idle_rechecked = False  # any byte cancels the keep-alive timer anyway
         if self._refused:
             return
         was_head, self._began = self._phase == "head", False
@@ -170,6 +177,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
+        self._late_rechecked = False
         self._deadline = self.loop.call_later(seconds, self._late)
 
     def _disarm(self) -> None:
@@ -190,8 +198,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if left is not None and not self._refused and self._phase != "idle":
             self._arm(left)
 
+    def timeout_keep_alive_handler(self) -> None:
+        """Close an idle connection, unless a request arrived while the process stalled: look
+        again after `RECHECK`, when its bytes have been read and have cancelled this timer."""
+        if not self._idle_rechecked:
+            self._idle_rechecked = True
+            self.timeout_keep_alive_task = self.loop.call_later(
+                RECHECK, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
     def _late(self) -> None:
         self._deadline = None
+        if not self._late_rechecked:  # once per deadline: bytes read meanwhile do not extend it
+            self._late_rechecked = True
+            self._deadline = self.loop.call_later(RECHECK, self._late)
+            return
         if self._refused or self._phase == "idle" or self.transport.is_closing():
             return
         if self.flow.read_paused:  # armed while the server was not reading: not the client's delay
