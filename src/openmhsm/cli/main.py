@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from openmhsm.cli import (
     audit,
     backup,
+    deploy,
     keys,
     maintain,
     partition,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(commands)
     backup.register_restore(commands)
     region.register(commands)
+    deploy.register(commands)
     return parser
 
 

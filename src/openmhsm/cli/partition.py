@@ -26,19 +26,7 @@ def run_partition(args: argparse.Namespace) -> int:
     data = DataDir(args.data_dir.resolve())
     config = PoolConfig.from_json(read_json(data.config))
     plan = ClusterPlan.from_json(read_json(data.cluster))
-    host = local_host(config.bind)
-    ports = plan.partition(args.id)
-    settings = PartitionSettings(
-        partition_id=args.id,
-        storage=plan.storage_url(host),
-        own_port=ports.port,
-        pool_port=config.port,
-        join_port=ports.join_port,
-        # An extended region's partitions join from their peers or from the primary's.
-        peers=plan.peers(args.id, host) + (config.region.primary_join if config.region else ()),
-        bootstrap_admin=args.id == 0 and config.region is None,  # its admin is the primary's
-        pool_ports=tuple(p.port for p in plan.partitions),
-    )
+    settings = partition_settings(config, plan, args.id)
 
     async def ready() -> None:
         logging.getLogger(__name__).info("partition %d ready", args.id)
@@ -46,6 +34,28 @@ def run_partition(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(Partition(data, config, settings).serve(ready))
     return 0
+
+
+def partition_settings(config: PoolConfig, plan: ClusterPlan, n: int) -> PartitionSettings:
+    """Partition `n`'s endpoints from the plan: its storage is every etcd member's client URL,
+    its peers the other partitions' join ports, each at its own host or at this host's address.
+
+    On one host the partitions share the pool port (SO_REUSEPORT). Across hosts a load balancer
+    owns the pool port (`mhsm deploy init`), so a partition serves its own port only."""
+    host = local_host(config.bind)
+    ports = plan.partition(n)
+    return PartitionSettings(
+        partition_id=n,
+        storage=plan.storage_url(host),
+        own_port=ports.port,
+        pool_port=None if plan.multi_host else config.port,
+        join_port=ports.join_port,
+        # An extended region's partitions join from their peers or from the primary's.
+        peers=plan.peers(n, host) + (config.region.primary_join if config.region else ()),
+        bootstrap_admin=n == 0 and config.region is None,  # its admin is the primary's
+        # The partitions on this host (their count decides whether RSA goes to threads).
+        pool_ports=tuple(p.port for p in plan.neighbours(n, host)),
+    )
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

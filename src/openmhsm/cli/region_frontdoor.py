@@ -73,6 +73,7 @@ class FrontDoor:
     backends_ca: Path  # the CAs the backends' certificates chain to
     check_host: str  # the Host header of health checks
     backends: tuple[Backend, ...]
+    made_by: str = "mhsm region frontdoor-config"  # the command named in the header
 
 
 def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,10 +184,13 @@ def _address(host: str, port: int) -> str:
 
 def haproxy_config(door: FrontDoor) -> str:
     """The HAProxy (2.4 or later) configuration text for `door`."""
-    lines = [
-        f"# OpenMHSM front door for pool '{door.pool}', made by `mhsm region frontdoor-config`.",
-        "# Primary partitions serve; the extended region's are backups, used when no primary",
-        "# partition passes its health check.",
+    lines = [f"# OpenMHSM front door for pool '{door.pool}', made by `{door.made_by}`."]
+    if any(b.backup for b in door.backends):
+        lines += [
+            "# Primary partitions serve; the extended region's are backups, used when no primary",
+            "# partition passes its health check.",
+        ]
+    lines += [
         "global",
         "    ssl-default-bind-options ssl-min-ver TLSv1.2",
         "    ssl-default-server-options ssl-min-ver TLSv1.2",

@@ -79,7 +79,9 @@ async def collect_status(doc: Mapping[str, Any], supervisor: Mapping[str, Any]) 
         ]
         availability = await scrape_availability(http, partitions)
     pid = doc.get("pid")
-    running = isinstance(pid, int) and is_mhsm_process(pid)
+    # A pool across hosts (`mhsm deploy init`) has no supervisor here: systemd runs each host.
+    systemd = doc.get("supervisor") == "systemd"
+    running = systemd or (isinstance(pid, int) and is_mhsm_process(pid))
     pool = {
         "name": doc["name"],
         "url": doc["url"],
@@ -204,6 +206,8 @@ def print_status(report: Mapping[str, Any]) -> None:
     pool = report["pool"]
     verdict = "HEALTHY" if report["healthy"] else "UNHEALTHY"
     process = f"pid {pool['pid']}" if pool["running"] else "not running"
+    if pool["running"] and pool["pid"] is None:
+        process = "not used (systemd runs each host)"
     print(f"pool {pool['name']} ({pool['mode']}) {pool['url']}: {verdict}")
     print(f"  `mhsm up` {process}; pool endpoint {_ready_text(pool)}")
     print()

@@ -331,6 +331,8 @@ class Partition:
         if self.data.admin.exists():
             saved = read_json(self.data.admin)
             principal = await principals.get(saved["client_id"])
+            if principal is None and saved.get("preset"):  # made ahead by `mhsm deploy init`
+                principal, _ = await principals.create("admin", "service", preset=saved)
             if principal is not None:
                 if not rbac.has_assignments():
                     await rbac.ensure_assignment(principal.object_id, roles.ADMINISTRATOR)

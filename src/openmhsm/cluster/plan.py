@@ -1,5 +1,10 @@
 """The ports a pool's processes use, chosen once at creation and kept in `cluster.json`, so a
-restarted pool (or a healed process) comes back where its peers expect it."""
+restarted pool (or a healed process) comes back where its peers expect it.
+
+A pool on one host (`mhsm up`) names no hosts: every process is at the supervisor's local
+address. A pool across hosts (`mhsm deploy init`) gives each partition and each etcd member its
+host's address; an entry without one still means the local host, so older files load as before.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +42,20 @@ def free_ports(host: str, count: int) -> list[int]:
             s.close()
 
 
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class PartitionPorts:
     id: int
     port: int
     join_port: int
+    host: str = ""  # "": the local host (a one-host pool)
+
+    def address(self, local: str) -> str:
+        """Where this partition listens and is reached: its host, else `local`."""
+        return self.host or local
 
 
 @dataclass(frozen=True)
@@ -49,9 +63,24 @@ class ClusterPlan:
     partitions: tuple[PartitionPorts, ...]
     etcd_ports: tuple[tuple[int, int], ...]
     etcd_token: str
+    etcd_hosts: tuple[str, ...] = ()  # one per member in a pool across hosts; () on one host
+
+    @property
+    def multi_host(self) -> bool:
+        """Whether the plan places processes on hosts of their own (`mhsm deploy init`)."""
+        return bool(self.etcd_hosts) or any(p.host for p in self.partitions)
+
+    def etcd_host(self, n: int, local: str) -> str:
+        """Member `n`'s address: its host, else `local`."""
+        return (self.etcd_hosts[n] if n < len(self.etcd_hosts) else "") or local
 
     def etcd_endpoints(self, host: str) -> list[str]:
-        return [f"{host}:{client}" for client, _ in self.etcd_ports]
+        """Every member's client `host:port`; `host` stands for members with no host of their
+        own."""
+        return [
+            _netloc(self.etcd_host(n, host), client)
+            for n, (client, _) in enumerate(self.etcd_ports)
+        ]
 
     def storage_url(self, host: str) -> str:
         return "etcd://" + ",".join(self.etcd_endpoints(host))
@@ -60,26 +89,48 @@ class ClusterPlan:
         return self.partitions[n]
 
     def peers(self, n: int, host: str) -> tuple[tuple[str, int], ...]:
-        return tuple((host, p.join_port) for p in self.partitions if p.id != n)
+        """The other partitions' join endpoints (`host` for those with no host of their own)."""
+        return tuple((p.address(host), p.join_port) for p in self.partitions if p.id != n)
+
+    def neighbours(self, n: int, host: str) -> tuple[PartitionPorts, ...]:
+        """The partitions on partition `n`'s host, `n` included."""
+        here = self.partition(n).address(host)
+        return tuple(p for p in self.partitions if p.address(host) == here)
 
     def to_json(self) -> dict[str, Any]:
+        etcd: dict[str, Any] = {
+            "ports": [list(pair) for pair in self.etcd_ports],
+            "token": self.etcd_token,
+        }
+        if self.etcd_hosts:
+            etcd["hosts"] = list(self.etcd_hosts)
         return {
             "v": 1,
             "partitions": [
-                {"id": p.id, "port": p.port, "join_port": p.join_port} for p in self.partitions
+                {"id": p.id, "port": p.port, "join_port": p.join_port}
+                | ({"host": p.host} if p.host else {})
+                for p in self.partitions
             ],
-            "etcd": {"ports": [list(pair) for pair in self.etcd_ports], "token": self.etcd_token},
+            "etcd": etcd,
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ClusterPlan:
+        """Raises KeyError, TypeError or ValueError for a malformed plan."""
+        ports = tuple((int(c), int(p)) for c, p in obj["etcd"]["ports"])
+        hosts = tuple(str(h) for h in obj["etcd"].get("hosts", ()))
+        if hosts and len(hosts) != len(ports):
+            raise ValueError(f"{len(hosts)} etcd hosts for {len(ports)} etcd members")
         return cls(
             partitions=tuple(
-                PartitionPorts(int(p["id"]), int(p["port"]), int(p["join_port"]))
+                PartitionPorts(
+                    int(p["id"]), int(p["port"]), int(p["join_port"]), str(p.get("host", ""))
+                )
                 for p in obj["partitions"]
             ),
-            etcd_ports=tuple((int(c), int(p)) for c, p in obj["etcd"]["ports"]),
+            etcd_ports=ports,
             etcd_token=str(obj["etcd"]["token"]),
+            etcd_hosts=hosts,
         )
 
 

@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -74,19 +75,25 @@ class PrincipalStore:
         self._clock = clock
         self._scrypt_n = scrypt_n
 
-    async def create(self, name: str, kind: str = "service") -> tuple[Principal, str]:
-        """A new principal and its secret (shown only now). Raises `errors.BadParameter`."""
+    async def create(
+        self, name: str, kind: str = "service", *, preset: Mapping[str, str] | None = None
+    ) -> tuple[Principal, str]:
+        """A new principal and its secret (shown only now). `preset` gives its `client_id`,
+        `object_id` and `client_secret` instead of fresh ones (a bootstrap administrator made
+        ahead of the pool, by `mhsm deploy init`). Raises `errors.BadParameter`, and
+        `StorageConflict` if a preset client id exists."""
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise errors.BadParameter(
                 "A principal name must be 1 to 64 characters of letters, digits, '.', '_' or '-'."
             )
         if kind not in KINDS:
             raise errors.BadParameter("A principal kind must be 'service' or 'managed'.")
-        secret = _new_secret()
+        given = preset or {}
+        secret = given.get("client_secret") or _new_secret()
         record: dict[str, Any] = {
             "version": _RECORD_VERSION,
-            "client_id": str(uuid.uuid4()),
-            "object_id": str(uuid.uuid4()),
+            "client_id": str(uuid.UUID(given.get("client_id") or str(uuid.uuid4()))),
+            "object_id": str(uuid.UUID(given.get("object_id") or str(uuid.uuid4()))),
             "name": name,
             "kind": kind,
             "secret_hash": await self._hash(secret),
