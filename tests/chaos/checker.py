@@ -1,0 +1,255 @@
+"""The chaos checker: after the faults have healed, read the pool back and compare it with the
+workload's journal (`workload.py`).
+
+For every key the journal's operations are replayed in order (one worker owns a key, so they are
+sequential); only the last one can be in doubt. The pool must show
+- every acknowledged version (a key's version list holds them all, and at most one version more,
+  only if a create or rotate was in doubt);
+- an acknowledged delete as deleted (and an acknowledged purge as gone);
+- the last acknowledged tags and enabled flag on the current version, unless a later write of the
+  key was in doubt, which may have set its own;
+- no effect of a write it refused (a deleted key stays deleted with its tags; an assignment keeps
+  its role);
+and every acknowledged role assignment (present with its role, or gone once its delete was
+acknowledged). Reads are checked against the last acknowledged state too: a `read` that returns
+an older version or tags is a stale read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.administration import KeyVaultAccessControlClient
+from azure.keyvault.keys import KeyClient
+from journal import Outcome
+from workload import ASSIGN_SCOPE
+
+from openmhsm.auth.roles import CRYPTO_USER
+
+KEY_OPS = frozenset({"create", "rotate", "update", "delete", "purge", "read"}) | {
+    "refused_create",
+    "refused_update",
+}
+ASSIGNMENT_OPS = frozenset({"assign", "unassign", "refused_assign"})
+REFUSED_OPS = frozenset({"refused_create", "refused_update", "refused_assign"})
+CONNECTION_ERRORS = frozenset({"ServiceResponseError", "ServiceRequestError"})
+NOT_RESENT = frozenset({"POST", "PATCH"})  # by azure-core's default policy, after such errors
+
+
+def in_flight_on_crash(o: Outcome, crash_phases: set[str]) -> bool:
+    """Whether a client-visible error is one DESIGN §2 leaves to the caller: a POST or PATCH
+    whose connection broke while a partition crashed, which azure-core's default policy does not
+    send again because it may have been applied."""
+    kind = str(o.detail.get("error", "")).split(":", 1)[0]
+    return (
+        o.method in NOT_RESENT
+        and o.detail.get("status") is None
+        and kind in CONNECTION_ERRORS
+        and bool({o.phase, o.phase_end} & crash_phases)
+    )
+
+
+@dataclass
+class Report:
+    operations: int = 0
+    acknowledged_writes: int = 0
+    refused_writes: int = 0
+    in_doubt_writes: int = 0
+    errors: list[Outcome] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    refused_applied: list[str] = field(default_factory=list)
+    stale_reads: list[str] = field(default_factory=list)
+    by_op: dict[str, Counter[str]] = field(default_factory=dict)
+    keys_checked: int = 0
+    assignments_checked: int = 0
+
+    def unexplained_errors(self, crash_phases: set[str]) -> list[Outcome]:
+        """The client-visible errors that are not `in_flight_on_crash`."""
+        return [o for o in self.errors if not in_flight_on_crash(o, crash_phases)]
+
+    def error_summary(self) -> dict[str, int]:
+        """Client-visible errors by `phase | op | error`, the error text cut at its first line."""
+        return dict(
+            Counter(
+                f"{o.phase} | {o.method} {o.op} | {str(o.detail.get('error', o.detail))[:160]}"
+                for o in self.errors
+            )
+        )
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "operations": self.operations,
+            "acknowledged_writes": self.acknowledged_writes,
+            "refused_writes": self.refused_writes,
+            "in_doubt_writes": self.in_doubt_writes,
+            "client_visible_errors": len(self.errors),
+            "acknowledged_writes_lost": len(self.lost),
+            "refused_writes_applied": len(self.refused_applied),
+            "stale_reads": len(self.stale_reads),
+            "keys_checked": self.keys_checked,
+            "assignments_checked": self.assignments_checked,
+            "by_op": {op: dict(c) for op, c in sorted(self.by_op.items())},
+        }
+
+
+@dataclass
+class KeyModel:
+    """What the acknowledged operations say a key must look like now."""
+
+    name: str
+    versions: list[str] = field(default_factory=list)
+    current: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    deleted: bool = False
+    purged: bool = False
+    in_doubt: Outcome | None = None
+
+
+def check(
+    outcomes: Iterable[Outcome], keys: KeyClient, access: KeyVaultAccessControlClient
+) -> Report:
+    """Compare the pool with the journal; reads through `keys` and `access`."""
+    outcomes = sorted(outcomes, key=lambda o: (o.worker, o.seq))
+    report = Report(operations=len(outcomes))
+    for o in outcomes:
+        report.by_op.setdefault(o.op, Counter())[o.status] += 1
+        if o.status == "error":
+            report.errors.append(o)
+        if o.write:
+            report.acknowledged_writes += o.status == "ack" and o.op not in REFUSED_OPS
+            report.refused_writes += o.status == "refused"
+            report.in_doubt_writes += o.status == "error"
+        if o.op in REFUSED_OPS and o.status == "ack":
+            report.refused_applied.append(f"{o.op} {o.target} was acknowledged: {o.detail}")
+    by_key: dict[str, list[Outcome]] = defaultdict(list)
+    by_assignment: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        if o.op in KEY_OPS:
+            by_key[o.target].append(o)
+        elif o.op in ASSIGNMENT_OPS:
+            by_assignment[o.target].append(o)
+    for name, ops in sorted(by_key.items()):
+        _check_key(_replay(name, ops, report), keys, report)
+        report.keys_checked += 1
+    for name, ops in sorted(by_assignment.items()):
+        _check_assignment(name, ops, access, report)
+        report.assignments_checked += 1
+    return report
+
+
+def _replay(name: str, ops: list[Outcome], report: Report) -> KeyModel:
+    model = KeyModel(name)
+    for o in ops:
+        if model.in_doubt is not None:
+            report.lost.append(f"{name}: workload bug, {o.op} after an in-doubt write")
+        if o.status == "error":
+            if o.write:
+                model.in_doubt = o
+            continue
+        if o.status == "refused":
+            continue
+        d = o.detail
+        if o.op in ("create", "rotate"):
+            model.versions.append(d["version"])
+            model.current = d["version"]
+            model.tags, model.enabled = d["tags"], d["enabled"]
+        elif o.op == "update":
+            model.tags, model.enabled = d["tags"], d["enabled"]
+        elif o.op == "delete":
+            model.deleted = True
+        elif o.op == "purge":
+            model.purged = True
+        elif o.op == "read" and (d["version"], d["tags"]) != (model.current, model.tags):
+            report.stale_reads.append(
+                f"{name} (worker {o.worker} op {o.seq}, {o.phase}): read {d['version']} "
+                f"{d['tags']}, last acknowledged {model.current} {model.tags}"
+            )
+    return model
+
+
+def _check_key(model: KeyModel, keys: KeyClient, report: Report) -> None:
+    doubt = model.in_doubt.op if model.in_doubt is not None else None
+    name = model.name
+    live = _get(lambda: keys.get_key(name))
+    deleted = _get(lambda: keys.get_deleted_key(name))
+    if model.purged:
+        if live is not None or deleted is not None:
+            report.lost.append(f"{name}: purge acknowledged, key still there")
+        return
+    if model.deleted:
+        if live is not None:
+            report.lost.append(f"{name}: delete acknowledged, key live again ({doubt=})")
+        elif deleted is None:
+            if doubt != "purge":
+                report.lost.append(f"{name}: delete acknowledged, deleted key missing")
+        elif (deleted.properties.version, dict(deleted.properties.tags or {})) != (
+            model.current,
+            model.tags,
+        ):
+            report.lost.append(
+                f"{name}: deleted key is {deleted.properties.version} {deleted.properties.tags}, "
+                f"expected {model.current} {model.tags}"
+            )
+        return
+    if live is None:
+        if doubt == "delete" and deleted is not None:
+            return
+        if model.current is None and doubt == "create":
+            return  # the first create was in doubt and did not happen
+        report.lost.append(f"{name}: acknowledged key missing ({doubt=})")
+        return
+    listed = {v.version for v in keys.list_properties_of_key_versions(name)}
+    missing = [v for v in model.versions if v not in listed]
+    if missing:
+        report.lost.append(f"{name}: acknowledged versions missing: {missing}")
+    extra = listed - set(model.versions)
+    new_version = doubt in ("create", "rotate") and len(extra) == 1
+    if len(extra) > (1 if doubt in ("create", "rotate") else 0):
+        report.refused_applied.append(f"{name}: versions nobody was told of: {sorted(extra)}")
+    allowed = [(model.current, model.tags, model.enabled)]
+    if doubt == "update":
+        assert model.in_doubt is not None
+        d = model.in_doubt.detail
+        allowed.append((model.current, d["tags"], d["enabled"]))
+    if new_version:
+        assert model.in_doubt is not None
+        tags = model.in_doubt.detail.get("tags") if doubt == "create" else model.tags
+        allowed.append((next(iter(extra)), tags, True))
+    seen = (live.properties.version, dict(live.properties.tags or {}), live.properties.enabled)
+    if seen not in allowed:
+        report.lost.append(f"{name}: current is {seen}, expected one of {allowed}")
+
+
+def _check_assignment(
+    name: str, ops: list[Outcome], access: KeyVaultAccessControlClient, report: Report
+) -> None:
+    present = False
+    may_be_either = False
+    for o in ops:
+        if o.status == "ack" and o.op == "assign":
+            present, may_be_either = True, False
+        elif o.status == "ack" and o.op == "unassign":
+            present, may_be_either = False, False
+        elif o.status == "error" and o.op in ("assign", "unassign"):
+            may_be_either = True
+    found = _get(lambda: access.get_role_assignment(ASSIGN_SCOPE, name))
+    if found is not None and not found.properties.role_definition_id.endswith(CRYPTO_USER):
+        report.refused_applied.append(
+            f"assignment {name}: role is {found.properties.role_definition_id}"
+        )
+    if may_be_either or (found is not None) == present:
+        return
+    what = "acknowledged assignment missing" if present else "acknowledged unassign undone"
+    report.lost.append(f"assignment {name}: {what}")
+
+
+def _get(call: Any) -> Any:
+    try:
+        return call()
+    except ResourceNotFoundError:
+        return None
