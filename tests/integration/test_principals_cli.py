@@ -107,9 +107,9 @@ def test_errors_are_one_line(pool: DevPool) -> None:
     ):
         result = mhsm(pool, *argv)
         assert result.code == 1 and result.stdout == ""
-        assert result.stderr.startswith("(NotFound) ") and "Traceback" not in result.stderr
+        assert result.stderr.startswith("ERROR: (NotFound) ") and "Traceback" not in result.stderr
     bad = mhsm(pool, "create", "--name", "bad name!")
-    assert bad.code == 1 and bad.stderr.startswith("(BadParameter) ")
+    assert bad.code == 1 and bad.stderr.startswith("ERROR: (BadParameter) ")
     admin = pool.doc["admin"]["client_id"]
     itself = mhsm(pool, "delete", "--client-id", admin)
     assert itself.code == 1 and "cannot delete itself" in itself.stderr

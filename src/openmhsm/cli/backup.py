@@ -37,7 +37,9 @@ from openmhsm.cli.backup_jobs import (
     storage_of,
     wait,
 )
-from openmhsm.cli.output import Command, emit, reports_errors
+from openmhsm.cli.output import Command, add_output_option, emit, reports_errors
+from openmhsm.cli.pool_location import add_pool_location, has_pool_location, pool_of
+from openmhsm.cli.progress import add_progress_options, progress_mode
 from openmhsm.client import connect
 from openmhsm.errors import MhsmError
 
@@ -48,12 +50,19 @@ _STAMP = "%Y%m%d%H%M%S"
 def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """(output options, output and pool options) shared by the subcommands."""
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--output", "-o", choices=("json", "table"), default="json")
+    add_output_option(output)
     pool = argparse.ArgumentParser(add_help=False, parents=[output])
-    pool.add_argument(
+    add_pool_location(pool)
+    return output, pool
+
+
+def _local_pool(output: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Output options and a required --data-dir: `schedule` reads the pool's name there."""
+    local = argparse.ArgumentParser(add_help=False, parents=[output])
+    local.add_argument(
         "--data-dir", required=True, type=Path, help="the pool's data dir (where pool.json is)"
     )
-    return output, pool
+    return local
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,16 +76,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "start", parents=[pool, target], help="back up the whole pool and wait for it"
     )
     start.add_argument("--no-wait", action="store_true", help="print the job and return")
+    add_progress_options(start)
     start.set_defaults(run=reports(run_start))
     listing = sub.add_parser(
         "list",
         parents=[output],
         help="the pool's recent backups (--data-dir), or the backup folders in a container",
     )
-    listing.add_argument("--data-dir", type=Path, help="the pool's data dir (where pool.json is)")
+    add_pool_location(listing, required=False)
     add_target_options(listing, required=False)
     listing.set_defaults(run=reports(run_list))
-    backup_schedule.register(sub, [pool, target], reports)
+    schedule = argparse.ArgumentParser(add_help=False)
+    add_progress_options(schedule)
+    backup_schedule.register(sub, [_local_pool(output), target, schedule], reports)
 
 
 def register_restore(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,15 +98,30 @@ def register_restore(commands: argparse._SubParsersAction[argparse.ArgumentParse
     start = sub.add_parser(
         "start", parents=[pool], help="replace the pool's contents (or one key) with a backup's"
     )
-    start.add_argument(
+    folder = start.add_mutually_exclusive_group(required=True)
+    folder.add_argument(
         "--backup-folder",
-        required=True,
         metavar="URL",
         help="the backup folder's URL, as `backup start` printed it (blob or file://)",
     )
+    folder.add_argument(
+        "--folder-to-restore",
+        metavar="FOLDER",
+        help="az's flag: the backup folder's name in --storage-resource-uri (or its URL)",
+    )
+    start.add_argument(
+        "--storage-resource-uri",
+        "-u",
+        metavar="URL",
+        help="the container holding --folder-to-restore (az's flag)",
+    )
     add_auth_options(start)
-    start.add_argument("--key", metavar="NAME", help="restore only this key, with its versions")
+    start.add_argument(
+        "--key", "--key-name", dest="key", metavar="NAME",
+        help="restore only this key, with its versions",
+    )  # fmt: skip
     start.add_argument("--no-wait", action="store_true", help="print the job and return")
+    add_progress_options(start)
     start.set_defaults(run=reports(run_restore))
 
 
@@ -116,31 +143,32 @@ def reports(command: Command) -> Command:
 
 def run_start(args: argparse.Namespace) -> int:
     storage = storage_of(args)
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         started = start_backup(clients, storage)
         if args.no_wait:
             emit(accepted(started), args.output)
             return 0
-        bar = ProgressBar("backup", sys.stderr)
+        bar = ProgressBar("backup", sys.stderr, mode=progress_mode(args))
         body = wait(clients, started, bar)
     emit(backup_summary(body, bar.seconds), args.output)
     return 0
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    storage = checked_storage(args.backup_folder, "--backup-folder", args)
-    with connect(args.data_dir) as clients:
-        started = start_restore(clients, args.backup_folder, storage, args.key)
+    folder_url, flag = folder_to_restore(args)
+    storage = checked_storage(folder_url, flag, args)
+    with connect(pool_of(args)) as clients:
+        started = start_restore(clients, folder_url, storage, args.key)
         if args.no_wait:
             emit(accepted(started), args.output)
             return 0
         label, unit = ("key restore", "versions") if args.key else ("restore", "records")
-        bar = ProgressBar(label, sys.stderr, unit=unit)
+        bar = ProgressBar(label, sys.stderr, unit=unit, mode=progress_mode(args))
         body = wait(clients, started, bar)
     summary: dict[str, Any] = {
         "status": body["status"],
         "jobId": body.get("jobId"),
-        "folderUrl": args.backup_folder,
+        "folderUrl": folder_url,
     }
     if args.key:
         summary["key"] = args.key
@@ -150,13 +178,32 @@ def run_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def folder_to_restore(args: argparse.Namespace) -> tuple[str, str]:
+    """(the backup folder's URL, the flag that named it): --backup-folder, or az's
+    --folder-to-restore, a folder in --storage-resource-uri (or a whole URL). Raises ValueError."""
+    if args.backup_folder is not None:
+        if args.storage_resource_uri is not None:
+            raise ValueError("--backup-folder is a whole URL: give no --storage-resource-uri")
+        url: str = args.backup_folder
+        return url, "--backup-folder"
+    folder: str = args.folder_to_restore
+    if "://" in folder:
+        if args.storage_resource_uri is not None:
+            raise ValueError("--folder-to-restore is a URL: give no --storage-resource-uri")
+        return folder, "--folder-to-restore"
+    if args.storage_resource_uri is None:
+        raise ValueError("--folder-to-restore names a folder in --storage-resource-uri: give it")
+    container = str(args.storage_resource_uri).rstrip("/")
+    return f"{container}/{folder.strip('/')}", "--storage-resource-uri"
+
+
 def run_list(args: argparse.Namespace) -> int:
     if args.dir is not None or args.storage_container_uri is not None:
         emit(asyncio.run(list_backups(storage_of(args))), args.output)
         return 0
-    if args.data_dir is None:
+    if not has_pool_location(args):
         raise ValueError("give --data-dir (the pool's backups) or a container to look in")
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         emit(pool_backups(clients), args.output)
     return 0
 

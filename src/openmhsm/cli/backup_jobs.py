@@ -28,6 +28,7 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest, HttpResponse
 
 from openmhsm.backup import targets
+from openmhsm.cli import progress
 from openmhsm.client import Clients
 
 SUCCEEDED = "succeeded"
@@ -73,6 +74,9 @@ def add_auth_options(parser: argparse.ArgumentParser) -> None:
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument(
         "--sas-token",
+        "--storage-container-SAS-token",  # az's name
+        "-t",
+        dest="sas_token",
         metavar="TOKEN",
         help=f"a SAS token for the blob container (never printed; default: ${SAS_TOKEN_VARIABLE},"
         " which keeps it out of the process list)",
@@ -89,6 +93,9 @@ def add_target_options(parser: argparse.ArgumentParser, *, required: bool = True
     where = parser.add_mutually_exclusive_group(required=required)
     where.add_argument(
         "--storage-container-uri",
+        "--storage-resource-uri",  # az's name
+        "-u",
+        dest="storage_container_uri",
         metavar="URL",
         help="an Azure Blob container URL, or file:///<absolute path> of a directory",
     )
@@ -291,18 +298,22 @@ def progress_of(body: dict[str, Any]) -> tuple[int, int | None]:
 
 
 class ProgressBar:
-    """A job's progress on stderr: on a terminal, one line redrawn in place; elsewhere (logs),
-    a line when the job starts and one at most every LOG_EVERY seconds while it runs."""
+    """A job's progress on stderr: on a terminal (or with --progress), one line redrawn in place;
+    elsewhere (logs), a line when the job starts and one at most every LOG_EVERY seconds while it
+    runs; nothing at all with --no-progress or --only-show-errors (`progress.progress_mode`)."""
 
     WIDTH = 30
     LOG_EVERY = 10.0
 
-    def __init__(self, label: str, stream: TextIO, *, unit: str = "records") -> None:
+    def __init__(
+        self, label: str, stream: TextIO, *, unit: str = "records", mode: str = progress.AUTO
+    ) -> None:
         self.label = self.base_label = label
         self.phase = ""
         self.unit = unit
         self._stream = stream
-        self._tty = stream.isatty()
+        self._tty = progress.draws(mode, stream)
+        self._quiet = mode == progress.OFF
         self._t0 = time.monotonic()
         self._logged = self._t0
 
@@ -348,5 +359,7 @@ class ProgressBar:
         return f"{done}/{total if total is not None else '?'} {self.unit}"
 
     def _write(self, text: str) -> None:
+        if self._quiet:
+            return
         self._stream.write(text)
         self._stream.flush()

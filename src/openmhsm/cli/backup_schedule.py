@@ -34,7 +34,8 @@ from openmhsm.cli.backup_jobs import (
     storage_of,
     wait,
 )
-from openmhsm.cli.output import Command, emit, error_line
+from openmhsm.cli.output import Command, emit, error_message
+from openmhsm.cli.progress import AUTO, progress_mode
 from openmhsm.client import connect, load_pool_document
 from openmhsm.errors import MhsmError
 
@@ -102,7 +103,9 @@ def run_schedule(args: argparse.Namespace) -> int:
         try:
             while args.count is None or made < args.count:
                 time.sleep(max(0.0, next_start - time.monotonic()))
-                succeeded = scheduled_backup(args.data_dir, storage, pool, args.keep, args.output)
+                succeeded = scheduled_backup(
+                    args.data_dir, storage, pool, args.keep, args.output, progress_mode(args)
+                )
                 made, failures = made + 1, failures + (not succeeded)
                 next_start = next_slot(next_start, args.every, time.monotonic())
         except KeyboardInterrupt:
@@ -127,11 +130,13 @@ def next_slot(previous: float, every: float, now: float) -> float:
     return previous + (missed + 1) * every
 
 
-def scheduled_backup(data_dir: Path, storage: Storage, pool: str, keep: int, fmt: str) -> bool:
+def scheduled_backup(
+    data_dir: Path, storage: Storage, pool: str, keep: int, fmt: str, mode: str = AUTO
+) -> bool:
     """One backup, then pruning; prints a summary line (or an error line). True if the backup
     succeeded (even if pruning failed). pool.json is read each time: a restarted pool may serve
     on another port."""
-    bar = ProgressBar("backup", sys.stderr)
+    bar = ProgressBar("backup", sys.stderr, mode=mode)
     try:
         with connect(data_dir) as clients:
             body = wait(clients, start_backup(clients, storage), bar)
@@ -139,7 +144,7 @@ def scheduled_backup(data_dir: Path, storage: Storage, pool: str, keep: int, fmt
         print(e, file=sys.stderr)
         return False
     except (AzureError, OSError, ValueError) as e:
-        print(f"backup: {error_line(e)}", file=sys.stderr)
+        print(f"backup: {error_message(e)}", file=sys.stderr)
         return False
     summary: dict[str, Any] = {**backup_summary(body, bar.seconds), "pruned": []}
     try:

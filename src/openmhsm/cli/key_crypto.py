@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from openmhsm.cli.output import b64url, b64url_arg, emit, reports_errors
+from openmhsm.cli.pool_location import pool_of
 from openmhsm.client import Clients, connect
 
 _B64_NOTE = "Pass base64url values as --flag=VALUE: a value may start with '-'."
@@ -26,10 +27,17 @@ _HASHED_SIGNATURE = re.compile(r"(?:RS|PS|ES)(256|384|512)K?")
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], named: argparse.ArgumentParser
 ) -> None:
-    """Add the crypto commands to `mhsm key`; `named` gives --data-dir, --output and --name."""
+    """Add the crypto commands to `mhsm key`; `named` gives the pool, --output and --name."""
     keyed = argparse.ArgumentParser(add_help=False, parents=[named])
-    keyed.add_argument("--version", help="a version id (default: the latest)")
-    keyed.add_argument("--alg", required=True, help="JWA algorithm, e.g. RS256, RSA-OAEP-256")
+    keyed.add_argument("--version", "-v", help="a version id (default: the latest)")
+    keyed.add_argument(
+        "--alg",
+        "--algorithm",  # az's name
+        "-a",
+        dest="alg",
+        required=True,
+        help="JWA algorithm, e.g. RS256, RSA-OAEP-256",
+    )
 
     sign = sub.add_parser(
         "sign", parents=[keyed], epilog=_B64_NOTE, help="sign a digest (or data, hashed here)"
@@ -137,7 +145,7 @@ def _cipher_result(args: argparse.Namespace, result: dict[str, Any]) -> dict[str
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         body = _wire(alg=args.alg, value=_digest(args))
         result = clients.key_operation(_key_id(clients, args), "sign", body)
     emit({"kid": result.get("kid"), "alg": args.alg, "signature": result["value"]}, args.output)
@@ -145,7 +153,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         kid = _key_id(clients, args)
         body = _wire(alg=args.alg, digest=_digest(args), value=args.signature)
         valid = bool(clients.key_operation(kid, "verify", body)["value"])
@@ -157,7 +165,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_encrypt(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         body = _wire(alg=args.alg, value=args.value, iv=args.iv, aad=args.aad)
         result = clients.key_operation(_key_id(clients, args), "encrypt", body)
     emit(_cipher_result(args, result), args.output)
@@ -165,7 +173,7 @@ def run_encrypt(args: argparse.Namespace) -> int:
 
 
 def run_decrypt(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         body = _wire(alg=args.alg, value=args.value, iv=args.iv, aad=args.aad, tag=args.tag)
         result = clients.key_operation(_key_id(clients, args), "decrypt", body)
     emit({"kid": result.get("kid"), "alg": args.alg, "value": result["value"]}, args.output)
@@ -173,7 +181,7 @@ def run_decrypt(args: argparse.Namespace) -> int:
 
 
 def run_wrap(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         body = _wire(alg=args.alg, value=args.value)
         result = clients.key_operation(_key_id(clients, args), "wrapkey", body)
     emit({"kid": result.get("kid"), "alg": args.alg, "value": result["value"]}, args.output)
@@ -181,7 +189,7 @@ def run_wrap(args: argparse.Namespace) -> int:
 
 
 def run_unwrap(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         body = _wire(alg=args.alg, value=args.value)
         result = clients.key_operation(_key_id(clients, args), "unwrapkey", body)
     emit({"kid": result.get("kid"), "alg": args.alg, "value": result["value"]}, args.output)

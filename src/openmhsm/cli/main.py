@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from azure.core.exceptions import AzureError
+
 from openmhsm.cli import (
     audit,
     backup,
+    completion,
     deploy,
     keys,
     maintain,
@@ -17,9 +20,12 @@ from openmhsm.cli import (
     pool_lifecycle,
     principals,
     region,
+    roles,
     security_domain,
+    settings,
     status,
 )
+from openmhsm.cli.output import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(commands)
     backup.register_restore(commands)
     region.register(commands)
+    roles.register(commands)
+    settings.register(commands)
+    completion.register(commands)
     deploy.register(commands)
     return parser
 
@@ -50,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         return 130
+    except AzureError as e:  # a command that does not report its own: one line, no traceback
+        print(error_line(e), file=sys.stderr)
+        return 1
     return code
 
 

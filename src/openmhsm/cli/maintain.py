@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from openmhsm.cli.progress import Progress, add_progress_options, progress_mode
 from openmhsm.cli.status import is_mhsm_process, pool_document_or_none, read_optional
 from openmhsm.cluster.layout import DataDir
 
@@ -27,6 +28,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     maintain.add_argument("--data-dir", required=True, type=Path)
     maintain.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    add_progress_options(maintain, only_show_errors=True)
     maintain.set_defaults(run=run_maintain)
 
 
@@ -49,26 +51,35 @@ def run_maintain(args: argparse.Namespace) -> int:
     requested = time.time()
     os.kill(pid, signal.SIGUSR1)
     print(f"maintenance requested from supervisor pid {pid}", flush=True)
-    return _follow_maintenance(data, doc, pid, requested, args.timeout)
+    with Progress("maintenance", progress_mode(args), unit="partitions ready") as bar:
+        return _follow_maintenance(data, doc, pid, requested, args.timeout, bar)
 
 
 def _follow_maintenance(
-    data: DataDir, doc: Mapping[str, Any], pid: int, requested: float, timeout: float
+    data: DataDir,
+    doc: Mapping[str, Any],
+    pid: int,
+    requested: float,
+    timeout: float,
+    bar: Progress,
 ) -> int:
     """Print each step as `pool.json` and `supervisor.json` show it until the supervisor reports
-    a maintenance that started after `requested` as done. Returns the exit code."""
+    a maintenance that started after `requested` as done; `bar` counts the partitions restarted
+    and ready again. Returns the exit code."""
     before = {p["id"]: p.get("pid") for p in doc["partitions"]}
     restarted: dict[int, int] = {}
     ready: set[int] = set()
     last_state = None
     tls = ssl.create_default_context(cafile=doc["ca_cert"])
     deadline = time.monotonic() + timeout
+    bar.update("requested", done=0, total=len(before))
     with httpx.Client(verify=tls, timeout=0.5) as http:
         while time.monotonic() < deadline:
             maintenance = read_optional(data.supervisor_state).get("maintenance", {})
             state = maintenance.get("state")
             if state != last_state:
-                print(f"  supervisor: maintenance {state}", flush=True)
+                bar.say(f"  supervisor: maintenance {state}")
+                bar.update(str(state))
                 last_state = state
             current = read_optional(data.pool_json)
             for part in current.get("partitions", []):
@@ -76,23 +87,23 @@ def _follow_maintenance(
                 if now and now != before.get(n) and restarted.get(n) != now:
                     restarted[n] = now
                     ready.discard(n)
-                    print(
+                    bar.say(
                         f"  [{len(restarted)}/{len(before)}] partition {n} restarted "
-                        f"(pid {before.get(n)} -> {now})",
-                        flush=True,
+                        f"(pid {before.get(n)} -> {now})"
                     )
                 if n in restarted and n not in ready and _answers_ready(http, part["url"]):
                     ready.add(n)
-                    print(f"        partition {n} ready", flush=True)
+                    bar.say(f"        partition {n} ready")
+                    bar.update(done=len(ready))
             if _finished_after(maintenance, requested):
                 took = maintenance["finished"] - requested
-                print(f"maintenance done in {took:.1f} s: {len(restarted)} partitions restarted")
+                bar.say(f"maintenance done in {took:.1f} s: {len(restarted)} partitions restarted")
                 return 0
             if not is_mhsm_process(pid):
-                print("mhsm maintain: the supervisor exited", file=sys.stderr)
+                bar.say("mhsm maintain: the supervisor exited", file=sys.stderr)
                 return 1
             time.sleep(POLL_EVERY)
-    print(f"mhsm maintain: not done after {timeout:.0f} s (state: {last_state})", file=sys.stderr)
+    bar.say(f"mhsm maintain: not done after {timeout:.0f} s (state: {last_state})", sys.stderr)
     return 1
 
 

@@ -1,4 +1,5 @@
-"""What `mhsm` commands print: JSON or a plain table on stdout, errors as one line on stderr."""
+"""What `mhsm` commands print: JSON, a plain table or tab-separated values on stdout (az's
+`--output json|table|tsv`), errors as one `ERROR: (Code) message` line on stderr."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import binascii
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -17,7 +18,24 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from azure.keyvault.keys import DeletedKey, JsonWebKey, KeyProperties, KeyVaultKey
 
 Command = Callable[[argparse.Namespace], int]
+OUTPUT_FORMATS = ("json", "table", "tsv")
 _JWK_FIELDS = ("kid", "kty", "key_ops", "crv", "n", "e", "x", "y")
+
+
+def add_output_option(parser: argparse.ArgumentParser, default: str = "json") -> None:
+    """`--output/-o json|table|tsv` and az's `--only-show-errors` (no progress or warnings)."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUT_FORMATS,
+        default=default,
+        help=f"json, table (aligned columns) or tsv (values only) (default {default})",
+    )
+    parser.add_argument(
+        "--only-show-errors",
+        action="store_true",
+        help="print results and errors only: no progress bars (az's flag)",
+    )
 
 
 def b64url(data: bytes) -> str:
@@ -105,19 +123,24 @@ def deleted_json(key: DeletedKey) -> dict[str, Any]:
     return out
 
 
-def emit(result: Any, fmt: str) -> None:
-    """Print a JSON-able result: indented JSON, or a table (one row per list item, or one
-    `field value` row per field of an object)."""
+def emit(result: Any, fmt: str, columns: Sequence[str] | None = None) -> None:
+    """Print a JSON-able result: indented JSON; a table (one row per list item, or one
+    `field value` row per field of an object); or tsv (values only, tab-separated, one line per
+    list item or for the object). Nested fields are flattened to `a.b`; `columns` picks and
+    orders the flattened fields of tables and tsv (JSON always has every field)."""
     if fmt == "json":
         print(json.dumps(result, indent=2))
         return
     rows = result if isinstance(result, list) else [result]
-    if isinstance(result, list):
-        flat = [_flatten(r) for r in rows]
-        columns = list(dict.fromkeys(c for r in flat for c in r))
-        _print_rows([columns, *[[r.get(c, "") for c in columns] for r in flat]])
+    flat = [_flatten(r) for r in rows]
+    names = list(columns) if columns else list(dict.fromkeys(c for r in flat for c in r))
+    if fmt == "tsv":
+        for row in flat:
+            print("\t".join(row.get(c, "") for c in names))
+    elif isinstance(result, list):
+        _print_rows([names, *[[r.get(c, "") for c in names] for r in flat]])
     else:
-        _print_rows([[k, v] for k, v in _flatten(result).items()])
+        _print_rows([[c, flat[0].get(c, "")] for c in names])
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -126,8 +149,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}{k}."))
         return out
-    text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    text = " ".join(_cell(v) for v in value) if isinstance(value, list) else _cell(value)
     return {prefix.rstrip("."): text}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def _print_rows(rows: list[list[str]]) -> None:
@@ -138,13 +167,22 @@ def _print_rows(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def error_line(exc: BaseException) -> str:
-    """One line for stderr: Key Vault's `(code) message` for a service error."""
+def error_message(exc: BaseException) -> str:
+    """What went wrong, in one line: Key Vault's `(Code) message` for a service error."""
     if isinstance(exc, HttpResponseError) and exc.error is not None and exc.error.code:
-        return f"({exc.error.code}) {exc.error.message}"
+        message = (exc.error.message or "").splitlines()
+        return f"({exc.error.code}) {message[0] if message else ''}".rstrip()
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        return f"({exc.status_code}) {exc.reason or type(exc).__name__}"
     if isinstance(exc, AzureError):
         return exc.message.splitlines()[0] if exc.message else type(exc).__name__
-    return str(exc) or type(exc).__name__
+    text = str(exc).splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+def error_line(exc: BaseException) -> str:
+    """The line `mhsm` prints on stderr for an error, as az does: `ERROR: (Code) message`."""
+    return f"ERROR: {error_message(exc)}"
 
 
 def reports_errors(command: Command) -> Command:

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from openmhsm.cli.output import emit, reports_errors
+from openmhsm.cli.output import add_output_option, emit, reports_errors
 from openmhsm.cluster.deleted_pools import (
     DeletedPool,
     DeletedPoolRegistry,
@@ -41,7 +41,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pool = commands.add_parser("pool", help="delete, recover or purge a local pool (soft-delete)")
     verbs = pool.add_subparsers(dest="verb", required=True, metavar="VERB")
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--output", "-o", choices=("json", "table"), default="json")
+    add_output_option(output)
     located = argparse.ArgumentParser(add_help=False)
     located.add_argument("--data-dir", required=True, type=Path)
 

@@ -9,7 +9,6 @@ secret (or a managed identity's `IDENTITY_HEADER`) is printed once and cannot be
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +22,7 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest
 
 from openmhsm.cli.output import emit, reports_errors
+from openmhsm.cli.pool_location import pool_command_parent, pool_of
 from openmhsm.client import Clients, connect
 
 PATH = "/openmhsm/principals"
@@ -38,11 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "principal", help="create, list and delete the pool's principals"
     )
     sub = principal.add_subparsers(dest="principal_command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir", required=True, type=Path, help="the pool's data dir (where pool.json is)"
-    )
-    common.add_argument("--output", "-o", choices=("json", "table"), default="json")
+    common = pool_command_parent()
     by_id = argparse.ArgumentParser(add_help=False, parents=[common])
     by_id.add_argument("--client-id", required=True, help="the principal's client id")
 
@@ -90,26 +86,26 @@ def _one(client_id: str) -> str:
 
 def run_create(args: argparse.Namespace) -> int:
     kind = "managed" if args.managed_identity else "service"
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         result = call(clients, "POST", PATH, {"name": args.name, "kind": kind})
         emit(_with_endpoint(clients, result), args.output)
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         emit(call(clients, "GET", PATH)["value"], args.output)
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         emit(call(clients, "DELETE", _one(args.client_id)), args.output)
     return 0
 
 
 def run_reset_secret(args: argparse.Namespace) -> int:
-    with connect(args.data_dir) as clients:
+    with connect(pool_of(args)) as clients:
         result = call(clients, "POST", _one(args.client_id) + "/reset-secret")
         emit(_with_endpoint(clients, result), args.output)
     return 0

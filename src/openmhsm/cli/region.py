@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from openmhsm.cli import pool, region_frontdoor
 from openmhsm.cli.pool_options import add_up_arguments
+from openmhsm.cli.progress import Progress, add_progress_options, progress_mode
 from openmhsm.cli.status import is_mhsm_process, read_optional
 from openmhsm.cluster.layout import DataDir, read_json
 from openmhsm.cluster.region_setup import (
@@ -43,12 +46,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="promote the extended region after the primary is lost this long (0: by command "
         "only; default 30)",
     )
+    add_progress_options(add, only_show_errors=True)
     add.set_defaults(run=run_add)
     promote = actions.add_parser(
         "promote", help="make an extended region the primary: it takes writes from now on"
     )
     promote.add_argument("--data-dir", required=True, type=Path)
     promote.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    add_progress_options(promote, only_show_errors=True)
     promote.set_defaults(run=run_promote)
     remove = actions.add_parser("remove", help="stop an extended region and delete its data")
     remove.add_argument("--data-dir", required=True, type=Path)
@@ -70,20 +75,28 @@ def run_add(args: argparse.Namespace) -> int:
             f"mhsm region add: the primary pool in {primary.root} is not running", file=sys.stderr
         )
         return 1
-    try:
-        config = prepare_extended(primary, extended, args.port, args.failover_after)
-        asyncio.run(link_primary(primary, extended))
-    except RegionSetupError as exc:
-        print(f"mhsm region add: {exc}", file=sys.stderr)
-        return 1
-    except StorageUnavailable as exc:
-        print(f"mhsm region add: the primary's storage did not answer: {exc}", file=sys.stderr)
-        return 1
-    up = argparse.ArgumentParser(prog="mhsm up")
-    add_up_arguments(up)
-    code = pool.run_up(
-        up.parse_args(["--data-dir", str(extended.root), "--port", str(args.port), "--detach"])
-    )
+    said = io.StringIO()  # `mhsm up`'s lines, printed after the progress line ends
+    with Progress("region add", progress_mode(args)) as bar:
+        bar.update("linking to the primary")
+        try:
+            config = prepare_extended(primary, extended, args.port, args.failover_after)
+            asyncio.run(link_primary(primary, extended))
+        except RegionSetupError as exc:
+            bar.say(f"mhsm region add: {exc}", sys.stderr)
+            return 1
+        except StorageUnavailable as exc:
+            bar.say(f"mhsm region add: the primary's storage did not answer: {exc}", sys.stderr)
+            return 1
+        bar.update("starting the extended region")
+        up = argparse.ArgumentParser(prog="mhsm up")
+        add_up_arguments(up)
+        with contextlib.redirect_stdout(said):
+            code = pool.run_up(
+                up.parse_args(
+                    ["--data-dir", str(extended.root), "--port", str(args.port), "--detach"]
+                )
+            )
+    print(said.getvalue(), end="")
     if code == 0 and config.region is not None:
         print(
             f"extended region of pool '{config.name}' serving at {config.url}; "
@@ -112,15 +125,17 @@ def run_promote(args: argparse.Namespace) -> int:
             return code
     os.kill(int(read_json(data.pool_json)["pid"]), signal.SIGUSR2)
     deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        state = read_optional(data.region_state)
-        if state.get("role") == "primary":
-            print(
-                f"region {state.get('url')} promoted: it is the primary at term "
-                f"{state.get('term')} and accepts writes (it followed {state.get('peer_url')})"
-            )
-            return 0
-        time.sleep(0.2)
+    with Progress("region promote", progress_mode(args)) as bar:
+        bar.update("waiting for the region to take over")
+        while time.monotonic() < deadline:
+            state = read_optional(data.region_state)
+            if state.get("role") == "primary":
+                bar.say(
+                    f"region {state.get('url')} promoted: it is the primary at term "
+                    f"{state.get('term')} and accepts writes (it followed {state.get('peer_url')})"
+                )
+                return 0
+            time.sleep(0.2)
     print(f"mhsm region promote: not promoted after {args.timeout:g} s", file=sys.stderr)
     return 1
 

@@ -30,8 +30,10 @@ from cryptography.hazmat.primitives import serialization
 
 from openmhsm.cli.activation import make_wrapping_keys
 from openmhsm.cli.key_files import load_certificate, wrapping_key_pairs
-from openmhsm.cli.output import Command, emit, reports_errors
-from openmhsm.client import credential_from_pool, load_pool_document
+from openmhsm.cli.output import Command, add_output_option, emit, reports_errors
+from openmhsm.cli.pool_location import add_pool_location, pool_of
+from openmhsm.cli.progress import OFF, Progress, add_progress_options, progress_mode
+from openmhsm.client import connect
 from openmhsm.domain import blob
 from openmhsm.errors import MhsmError
 
@@ -48,15 +50,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sub = parser.add_subparsers(dest="sd_command", required=True, metavar="COMMAND")
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--output", "-o", choices=("json", "table"), default="json")
+    add_output_option(output)
     pool = argparse.ArgumentParser(add_help=False, parents=[output])
-    pool.add_argument(
-        "--data-dir", required=True, type=Path, help="the pool's data dir (where pool.json is)"
-    )
+    add_pool_location(pool)
     timeout = argparse.ArgumentParser(add_help=False)
     timeout.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for Success (default 60)"
     )
+    add_progress_options(timeout)
     waiting = argparse.ArgumentParser(add_help=False, parents=[timeout])
     waiting.add_argument("--no-wait", action="store_true", help="do not wait for activation")
     keys = argparse.ArgumentParser(add_help=False)
@@ -159,7 +160,7 @@ def run_download(args: argparse.Namespace) -> int:
     # Claim the file first: a downloaded domain cannot be fetched again (an admin must re-allow it).
     out, written = _create_new(path, 0o600), False
     try:
-        with out, _client(args.data_dir) as client:
+        with out, _client(pool_of(args)) as client:
             poller = client.begin_download(
                 certificate_info=CertificateInfo({"certificates": jwks, "required": quorum}),
                 skip_activation_polling=True,
@@ -172,8 +173,8 @@ def run_download(args: argparse.Namespace) -> int:
     finally:
         if not written:
             path.unlink(missing_ok=True)
-    with _client(args.data_dir) as client:
-        status = _status(client, "download", args.timeout, args.no_wait)
+    with _client(pool_of(args)) as client:
+        status = _status(client, "download", args.timeout, args.no_wait, progress_mode(args))
     certificates = [{"file": str(p), "x5t#S256": t} for p, t in zip(paths, prints, strict=True)]
     summary = {"securityDomainFile": str(path), "quorum": quorum, "certificates": certificates}
     emit({**summary, **status}, args.output)
@@ -181,7 +182,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_init_recovery(args: argparse.Namespace) -> int:
-    with _client(args.data_dir) as client:
+    with _client(pool_of(args)) as client:
         raw: object = client.get_transfer_key().transfer_key
     # The pool sends a JSON-encoded JWK string, as `az` expects (API §4.1); accept an object too.
     jwk = json.loads(raw) if isinstance(raw, str) else raw
@@ -228,18 +229,19 @@ def run_upload(args: argparse.Namespace) -> int:
             )
     else:
         text, _ = _make_blob(args)
-    with _client(args.data_dir) as client:
+    with _client(pool_of(args)) as client:
         client.begin_upload(
             security_domain=SecurityDomain({"value": text}), skip_activation_polling=True
         ).result()
-        status = _status(client, "upload", args.timeout, args.no_wait)
+        status = _status(client, "upload", args.timeout, args.no_wait, progress_mode(args))
     emit(status, args.output)
     return 0
 
 
 def run_wait(args: argparse.Namespace) -> int:
-    with _client(args.data_dir) as client:
-        emit(_status(client, args.target, args.timeout, no_wait=False), args.output)
+    with _client(pool_of(args)) as client:
+        status = _status(client, args.target, args.timeout, False, progress_mode(args))
+    emit(status, args.output)
     return 0
 
 
@@ -272,42 +274,36 @@ def _download_jwk(path: Path) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _client(data_dir: Path) -> Iterator[SecurityDomainClient]:
-    from azure.keyvault.securitydomain import SecurityDomainClient
-
-    doc = load_pool_document(data_dir)
-    credential = credential_from_pool(doc)
-    client = SecurityDomainClient(
-        str(doc["url"]), credential, connection_verify=str(doc["ca_cert"])
-    )
-    try:
-        yield client
-    finally:
-        client.close()
-        credential.close()
+def _client(pool: str | Path) -> Iterator[SecurityDomainClient]:
+    """The SecurityDomainClient of the pool at a data dir or URL (`pool_location.pool_of`)."""
+    with connect(pool) as clients:
+        yield clients.security_domain
 
 
 def _status(
-    client: SecurityDomainClient, target: str, timeout: float, no_wait: bool
+    client: SecurityDomainClient, target: str, timeout: float, no_wait: bool, mode: str = OFF
 ) -> dict[str, str]:
-    """The operation's status; unless `no_wait`, polled until Success (else ValueError)."""
+    """The operation's status; unless `no_wait`, polled until Success (else ValueError), with
+    a spinner on stderr (`progress`) while it is pending."""
     get = client.get_download_status if target == "download" else client.get_upload_status
     deadline, delay = time.monotonic() + timeout, 0.25
-    while True:
-        answer = get()
-        status = str(getattr(answer.status, "value", answer.status) or "")
-        result = {"status": status, "statusDetails": answer.status_details or ""}
-        if no_wait or status.lower() in _SUCCESS:
-            return result
-        if status.lower() in _FAILED:
-            raise ValueError(f"security-domain {target} {status}: {result['statusDetails']}")
-        if time.monotonic() + delay > deadline:
-            raise ValueError(
-                f"security-domain {target} still {status or 'pending'} after {timeout:g} s: "
-                f"{result['statusDetails']}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
+    with Progress(f"security-domain {target}", OFF if no_wait else mode) as bar:
+        while True:
+            answer = get()
+            status = str(getattr(answer.status, "value", answer.status) or "")
+            result = {"status": status, "statusDetails": answer.status_details or ""}
+            bar.update(status)
+            if no_wait or status.lower() in _SUCCESS:
+                return result
+            if status.lower() in _FAILED:
+                raise ValueError(f"security-domain {target} {status}: {result['statusDetails']}")
+            if time.monotonic() + delay > deadline:
+                raise ValueError(
+                    f"security-domain {target} still {status or 'pending'} after {timeout:g} s: "
+                    f"{result['statusDetails']}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _refuse_existing(path: Path) -> None:

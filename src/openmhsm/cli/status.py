@@ -26,6 +26,7 @@ import grpc  # type: ignore[import-untyped]
 import httpx
 from aetcd import rpc  # type: ignore[import-untyped]
 
+from openmhsm.cli.output import add_output_option, emit
 from openmhsm.cluster.layout import DataDir, read_json
 
 PROBE_TIMEOUT = 2.0
@@ -41,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "status", help="partitions, etcd members, leader, last heal and availability of a pool"
     )
     status.add_argument("--data-dir", required=True, type=Path)
-    status.add_argument("--output", choices=["json", "table"], default="table")
+    add_output_option(status, default="table")
     status.set_defaults(run=run_status)
 
 
@@ -59,6 +60,8 @@ def run_status(args: argparse.Namespace) -> int:
         report["region"] = region
     if args.output == "json":
         print(json.dumps(report, indent=2))
+    elif args.output == "tsv":
+        emit([_tsv_row(p) for p in report["partitions"]], "tsv", TSV_COLUMNS)
     else:
         print_status(report)
     return 0 if report["healthy"] else 1
@@ -263,6 +266,14 @@ def print_region(region: dict[str, Any]) -> None:
         count = "an unknown number of" if lost.get("count") is None else lost["count"]
         names = ", ".join(lost.get("names", [])[:10]) or "none"
         print(f"  lost when it stepped down: {count} write(s) never replicated: {names}")
+
+
+TSV_COLUMNS = ("id", "pid", "url", "ready", "state")
+
+
+def _tsv_row(partition: Mapping[str, Any]) -> dict[str, Any]:
+    """One partition, for `--output tsv`: a line a script can `read`."""
+    return {c: partition.get(c) for c in TSV_COLUMNS}
 
 
 # --- shared ----------------------------------------------------------------------------------
