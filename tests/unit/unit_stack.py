@@ -25,6 +25,7 @@ watch path under test instead of skipping it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import functools
@@ -396,3 +397,23 @@ def open_api(
             yield ApiHarness(client, stack, token)
         finally:
             client.portal.call(stack.close)
+
+
+def writer_skips_catch_up(s: Stack) -> None:
+    """The writer of a test that must outrun its peer's watch (a write normally waits for its
+    own watch first, which lets the peer's run too): it is the only writer, its cache is
+    current, and here it does not wait."""
+
+    async def caught_up(timeout: float = 0.0) -> bool:
+        return True
+
+    s.cache.catch_up = caught_up  # type: ignore[method-assign]
+
+
+async def stall_watch(s: Stack) -> None:
+    """The partition's watch stops delivering, as when its etcd member hangs (SIGSTOP)."""
+    follower = s.cache._follower
+    assert follower is not None
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower

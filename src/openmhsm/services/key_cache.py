@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIXES = ("keys/", "deleted/")
 PREFIXES = (*KEY_PREFIXES, "rbac/", "jobs/")
 WRITE_RETRIES = 12
+WRITE_CATCH_UP = 0.25  # seconds a write waits for the watch before it reads storage itself
 T = TypeVar("T")
 Change = tuple[TxnOp, Any]
 Attempt = tuple[list[Change], T]
@@ -222,7 +223,18 @@ class KeyCache:
         """Build changes from the cache with `attempt` and commit them; when a concurrent
         writer wins, refresh the key `name` (or every record under `refresh_prefix`) from
         storage, pause a jittered moment and build again. Raises Conflict after WRITE_RETRIES
-        lost races."""
+        lost races.
+
+        First the cache catches up with storage: a write is built on what it reads here, and
+        compare-on-revision guards only the records it writes. A partition whose watch lags (its
+        etcd member stalled) would otherwise change a version that is no longer the current one,
+        or miss a record another partition has just made. If the watch does not catch up within
+        `WRITE_CATCH_UP` seconds, the key (or the prefix) is read from storage instead."""
+        if not await self.catch_up(WRITE_CATCH_UP):
+            if refresh_prefix is None:
+                await self.read_through(name)
+            else:
+                await self.refresh(refresh_prefix)
         for n in range(WRITE_RETRIES):
             changes, result = await attempt()
             try:

@@ -331,15 +331,17 @@ class RbacService:
             )
 
     async def delete_assignment(self, scope: str, name: str) -> RoleAssignment:
-        """Raises BadParameter, NotFound."""
-        found = self.get_assignment(scope, name)
-        path = rbac_index.assignment_path(found.name)
+        """Raises BadParameter, NotFound. Looked up only once the cache has caught up (in
+        `cache.write`): a partition whose watch lags must not answer 404 for an assignment
+        another partition has just made, which the SDK takes for a successful delete."""
+        check_scope(scope)
 
         async def attempt() -> Attempt[RoleAssignment]:
             current = self.get_assignment(scope, name)
+            path = rbac_index.assignment_path(current.name)
             return [(Delete(path, self.cache.revision_of(path)), None)], current
 
-        return await self.cache.write(found.name, attempt, refresh_prefix=rbac_index.PREFIX)
+        return await self.cache.write(name.lower(), attempt, refresh_prefix=rbac_index.PREFIX)
 
     async def ensure_assignment(self, principal_id: str, role_id: str, scope: str = "/") -> None:
         """Give a principal a role at `scope` unless it holds it there already (idempotent: the

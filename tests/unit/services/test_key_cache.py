@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from unit_stack import stall_watch, writer_skips_catch_up
 
 from openmhsm.errors import Conflict, KeyNotFound
 from openmhsm.services import records
@@ -130,7 +131,9 @@ def test_watch_events_older_than_a_read_through_are_ignored(hsm: Runner) -> None
         kv = await s.keys.create("k1", {"kty": "oct", "tags": {"n": "1"}})
         await s.keys.update("k1", None, {"tags": {"n": "2"}})
         await s.keys.update("k1", None, {"tags": {"n": "3"}})
-        # The peer reads the newest record first; the watch then replays the older changes.
+        # The peer reads the newest record first (a read-through, as on a miss); the watch then
+        # replays the older changes.
+        await peer.cache.read_through("k1")
         assert (await peer.keys.get("k1")).tags == {"n": "3"}
         final = await s.storage.revision()
         await eventually(lambda: peer.cache.revision >= final, "the watch to catch up")
@@ -146,6 +149,7 @@ def test_reload_after_the_watch_falls_behind_compaction(
     async def body(s: Any) -> None:
         peer = await s.peer()
         names = [f"k{i}" for i in range(10)]
+        writer_skips_catch_up(s)
         for name in names:  # no yield: the peer's watch is left behind the short history
             await s.keys.create(name, {"kty": "oct"})
         await eventually(lambda: peer.cache.names() == sorted(names), "reload")
@@ -157,6 +161,26 @@ def test_reload_after_the_watch_falls_behind_compaction(
     with caplog.at_level(logging.WARNING, logger="openmhsm.services.key_cache"):
         hsm(body, storage=MemoryStorage(max_history=4))
     assert "fell behind compaction" in caplog.text
+
+
+def test_an_update_on_a_partition_whose_watch_stalled_lands_on_the_current_version(
+    hsm: Runner,
+) -> None:
+    """The chaos suite's lost update: the peer, its watch stuck, applied a tag update to the
+    version that was current before another partition's rotate, and acknowledged it."""
+
+    async def body(s: Any) -> None:
+        await s.keys.create("k1", {"kty": "oct", "tags": {"n": "1"}})
+        peer = await s.peer()
+        assert (await peer.keys.get("k1")).tags == {"n": "1"}
+        await stall_watch(peer)
+        rotated = await s.keys.rotate("k1")
+        updated = await peer.keys.update("k1", None, {"tags": {"n": "2"}})
+        assert updated.version == rotated.version
+        assert await s.cache.catch_up()
+        assert (await s.keys.get("k1")).tags == {"n": "2"}
+
+    hsm(body)
 
 
 def test_create_on_a_stale_cache_after_another_partition_purged(hsm: Runner) -> None:

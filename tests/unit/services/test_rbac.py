@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from unit_stack import stall_watch, writer_skips_catch_up
 
 from openmhsm.auth import roles
 from openmhsm.errors import BadParameter, Conflict, NotFound, StorageUnavailable
@@ -456,6 +457,7 @@ def test_reload_after_compaction_rebuilds_the_index(
         gone = await assign(s.rbac, ALICE, roles.CRYPTO_AUDITOR)
         await eventually(lambda: theirs.has_assignments(), "the first assignment")
         await s.rbac.delete_assignment("/", gone.name)
+        writer_skips_catch_up(s)
         for n in range(8):  # no yield: the peer's watch is left behind the short history
             await assign(s.rbac, f"principal-{n}", roles.CRYPTO_AUDITOR, "/keys")
         await eventually(lambda: len(theirs.index.assignments) == 8, "reload")
@@ -510,5 +512,22 @@ def test_catch_up_gives_up_at_once_when_storage_is_down(hsm: Runner) -> None:
         started = time.monotonic()
         assert not await s.cache.catch_up(timeout=5.0)
         assert time.monotonic() - started < 1.0
+
+    hsm(body, rbac=True)
+
+
+def test_a_partition_whose_watch_stalled_finds_a_fresh_assignment_to_delete(hsm: Runner) -> None:
+    """The chaos suite's lost unassign: the peer's stale index answered 404, which the SDK
+    takes for a successful delete, and the assignment stayed."""
+
+    async def body(s: Any) -> None:
+        peer = await s.peer()
+        theirs = RbacService(peer.cache)
+        await stall_watch(peer)
+        made = await assign(s.rbac, ALICE, roles.CRYPTO_USER)
+        assert (await theirs.delete_assignment("/", made.name)).name == made.name
+        await s.rbac.catch_up()
+        with pytest.raises(NotFound):
+            s.rbac.get_assignment("/", made.name)
 
     hsm(body, rbac=True)
