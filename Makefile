@@ -90,17 +90,20 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH)
 
 # The chaos suite's long form (tests/chaos; `make test` runs its short form): each fault once, then
-# CHAOS_SECONDS more of faults drawn at random, under the mixed SDK workload. The figures (faults,
-# operations, client-visible errors, acknowledged writes lost) are written to CHAOS_REPORT.
-# CHAOS_SEED, CHAOS_WORKERS, CHAOS_RETRY=pool and CHAOS_STRICT=1 are passed through as well.
+# CHAOS_SECONDS more of faults drawn at random, under the mixed SDK workload: first on one host
+# (process faults), then on three hosts in network namespaces (links cut and slowed, processes
+# killed and stopped; needs root). The figures (faults, operations, client-visible errors,
+# acknowledged writes lost) are written to CHAOS_REPORT and, for the three hosts, next to it with
+# "-network" added to its name. CHAOS_SEED, CHAOS_WORKERS, CHAOS_RETRY=pool and CHAOS_STRICT=1
+# are passed through as well.
 CHAOS_SECONDS ?= 600
 CHAOS_REPORT ?= .data/chaos-report.json
 
 chaos: install
 	@mkdir -p $(dir $(CHAOS_REPORT))
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
-	  $(BIN)/pytest -q -s tests/chaos/test_chaos_short.py
-	@echo "figures: $(CHAOS_REPORT)"
+	  $(BIN)/pytest -q -s tests/chaos/test_chaos_short.py tests/chaos/test_chaos_network.py
+	@echo "figures: $(CHAOS_REPORT) $(basename $(CHAOS_REPORT))-network.json"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -149,3 +149,18 @@ def test_only_connection_errors_of_posts_and_patches_in_a_crash_are_explained() 
     (status,) = journal(("sign", "s", "error", {"status": 500, "error": "HttpResponseError: 500"}))
     status.phase = "partition SIGKILL"
     assert not in_flight_on_crash(status, {"partition SIGKILL"})
+
+
+def test_a_retried_delete_told_404_must_have_deleted_the_key() -> None:
+    made = {"version": "v1", "tags": {}, "enabled": True}
+    told_404 = {"status": 404, "error": "ResourceNotFoundError: (KeyNotFound) not found"}
+    ops = journal(("create", "k", "ack", made), ("delete", "k", "error", told_404))
+    ops[1].phase = "partition SIGKILL"
+    assert in_flight_on_crash(ops[1], {"partition SIGKILL"})
+    assert not in_flight_on_crash(ops[1], {"mhsm maintain"})
+    deleted = FakePool(keys={"k": FakeKey(["v1"], {}, deleted=True)})
+    assert check(ops, deleted, deleted).lost == []
+    live = FakePool(keys={"k": FakeKey(["v1"], {})})
+    assert check(ops, live, live).lost == [
+        "k: a retried delete was told 404, but the key is not deleted"
+    ]

@@ -4,7 +4,8 @@ Each `NetnsHosts` picks a random `10.x.y.0/24` no route of this machine uses and
 suffix, so tests running at the same time do not collide. Host `i` is the namespace
 `mh<suffix>h<i>` with `eth0` at `10.x.y.<i+1>`; the bridge holds `10.x.y.254` (the root
 namespace, where a load balancer or a client reaches every host). Links can be cut and healed,
-and slowed or made lossy with `tc netem`, for fault and chaos tests.
+slowed with `tc tbf` (which every kernel has), and delayed or made lossy with `tc netem` where the
+kernel has sch_netem, for fault and chaos tests.
 
 Needs root and iproute2 (`ip`, `tc`); `available()` says whether they are there. Processes
 started with `run` are killed (by PID) and the namespaces and bridge deleted by `close()`, which
@@ -29,6 +30,7 @@ from typing import Any
 
 COMMAND_TIMEOUT = 10.0
 SUBNET_TRIES = 50
+SLOW_BURST_BYTES = 4096  # a tbf bucket must hold a full frame (1514 bytes) or it passes none
 
 
 def available() -> str | None:
@@ -48,6 +50,15 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
+
+
+def _tc_root(*args: str, check: bool = True) -> None:
+    """`tc` in the root namespace (on a link's bridge end)."""
+    done = subprocess.run(
+        ["tc", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"tc {' '.join(args)}: {done.stderr.strip()}")
 
 
 def _used_prefixes() -> set[str]:
@@ -78,6 +89,7 @@ class Host:
     ip: str
     link: str  # the veth end in the root namespace, on the bridge
     netem: dict[str, str] = field(default_factory=dict)  # what `delay`/`loss` set
+    shaped: bool = False  # `slow` put a tbf on both ends of the link
 
 
 class NetnsHosts:
@@ -182,19 +194,62 @@ class NetnsHosts:
         """Bring the host's link back up."""
         _ip("link", "set", self.host(host).link, "up")
 
+    def slow(self, host: int | Host, rate_kbit: int, latency_ms: int) -> None:
+        """Make the host's link slow both ways: a token bucket (`tc tbf`) of `rate_kbit` on each
+        end that queues up to `latency_ms` of traffic and drops what does not fit (tail drop).
+        Under load that is a delayed and lossy link, and it needs only `sch_tbf`: some kernels
+        (this project's CI among them) have no `sch_netem`, which `delay` and `loss` need.
+        `clear` undoes it."""
+        target = self.host(host)
+        burst = max(SLOW_BURST_BYTES, rate_kbit * 1000 // 8 // 100)  # at least 10 ms of rate
+        shape = ("root", "tbf", "rate", f"{rate_kbit}kbit", "burst", str(burst),
+                 "latency", f"{latency_ms}ms")  # fmt: skip
+        self._tc(target, "qdisc", "replace", "dev", "eth0", *shape)  # what the host sends
+        _tc_root("qdisc", "replace", "dev", target.link, *shape)  # what it receives
+        target.shaped = True
+
+    def slow_stats(self, host: int | Host) -> dict[str, int]:
+        """What the `slow` token buckets did so far: packets sent and dropped, both ways."""
+        target = self.host(host)
+        sent = self._tc_stats(["ip", "netns", "exec", target.namespace, "tc"], "eth0")
+        received = self._tc_stats(["tc"], target.link)
+        return {
+            "packets_sent": sent[0], "packets_sent_dropped": sent[1],
+            "packets_received": received[0], "packets_received_dropped": received[1],
+        }  # fmt: skip
+
+    @staticmethod
+    def _tc_stats(tc: list[str], dev: str) -> tuple[int, int]:
+        """(packets, dropped) of the root qdisc of `dev`, from `tc -s` ("Sent B bytes P pkt
+        (dropped D, ..."); `tc` is the command, in a namespace or not."""
+        done = subprocess.run(
+            [*tc, "-s", "qdisc", "show", "dev", dev],
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
+        )  # fmt: skip
+        words = done.stdout.replace(",", " ").split()
+        if "Sent" not in words:
+            return 0, 0
+        at = words.index("Sent")
+        return int(words[at + 3]), int(words[at + 6])
+
     def delay(self, host: int | Host, ms: float) -> None:
-        """Delay every packet the host sends by `ms` (adds `ms` to each of its round trips)."""
+        """Delay every packet the host sends by `ms` (adds `ms` to each of its round trips).
+        Raises NetemUnavailable where the kernel has no sch_netem (see `slow`)."""
         self._netem(self.host(host), "delay", f"{ms}ms")
 
     def loss(self, host: int | Host, percent: float) -> None:
-        """Drop `percent` % of the packets the host sends."""
+        """Drop `percent` % of the packets the host sends. Raises NetemUnavailable where the
+        kernel has no sch_netem (see `slow`)."""
         self._netem(self.host(host), "loss", f"{percent}%")
 
     def clear(self, host: int | Host) -> None:
-        """Remove the host's delay and loss."""
+        """Remove the host's delay, loss or slowness (`netem` or `tbf`, on either end)."""
         target = self.host(host)
         target.netem.clear()
         self._tc(target, "qdisc", "del", "dev", "eth0", "root", check=False)
+        if target.shaped:
+            _tc_root("qdisc", "del", "dev", target.link, "root", check=False)
+            target.shaped = False
 
     def netem_available(self) -> bool:
         """Whether this kernel has `tc netem` (sch_netem), which `delay` and `loss` need."""
