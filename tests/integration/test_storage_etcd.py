@@ -403,3 +403,28 @@ def test_watch_resumes_on_another_member(fresh: LocalEtcdCluster) -> None:
         await store.close()
 
     run(scenario)
+
+
+def test_watch_leaves_a_hung_member_within_seconds(fresh: LocalEtcdCluster) -> None:
+    """A member that hangs (SIGSTOP: the TCP connection stays up) is left once it does not answer
+    a progress request; gRPC keepalive alone took about 13 s, and a partition's cache was stale
+    that long (the network chaos test's lost updates)."""
+
+    async def scenario() -> None:
+        store = EtcdStorage(fresh.endpoints())  # the watch starts on etcd0
+        writer = EtcdStorage([fresh.member("etcd1").endpoint, fresh.member("etcd2").endpoint])
+        stream = store.watch_from("h/", await store.revision() + 1)
+        first = await writer.put_if("h/0", b"0")
+        assert (await asyncio.wait_for(anext(stream), 5)).revision == first
+        fresh.kill("etcd0", signal.SIGSTOP)
+        try:
+            later = await writer.put_if("h/1", b"1")
+            seen = await asyncio.wait_for(anext(stream), 8)  # 1 s quiet + 2 s probe + reconnect
+            assert seen.revision == later
+        finally:
+            fresh.kill("etcd0", signal.SIGCONT)
+        await stream.aclose()  # type: ignore[attr-defined]
+        await writer.close()
+        await store.close()
+
+    run(scenario)

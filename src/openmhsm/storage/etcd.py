@@ -36,6 +36,7 @@ may still commit later (a leader re-elected with it in its log): callers treat 5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
@@ -72,6 +73,7 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.max_receive_message_length", 64 << 20),
 )
 _ALL_KEYS: Final = b"\0"  # as range_end: no upper bound
+WATCH_PROBE_AFTER: Final = 1.0  # seconds of a quiet watch stream before asking for progress
 
 
 class _Member:
@@ -281,7 +283,7 @@ class EtcdStorage:
                         yield _event(event)
                     if response.events:
                         next_revision = int(response.events[-1].kv.mod_revision) + 1
-                    response = await call.read()
+                    response = await self._next_or_hung(call)
             except (grpc.aio.AioRpcError, TimeoutError):
                 pass  # the member died, hung or lost its leader: go on with the next one
             except asyncio.CancelledError:
@@ -295,6 +297,27 @@ class EtcdStorage:
             failures += 1
             if failures >= len(self._members):
                 await asyncio.sleep(self._watch_backoff)
+
+    async def _next_or_hung(self, call: Any) -> Any:
+        """The watch stream's next response. A stream quiet for `WATCH_PROBE_AFTER` seconds is
+        asked for progress; a member that does not answer within the request timeout is hung
+        (stopped, starved, cut off): TimeoutError, and the caller moves to the next member.
+        gRPC keepalive alone took ~13 s to notice, and the partition's cache was stale
+        meanwhile."""
+        read = asyncio.ensure_future(call.read())
+        try:
+            done, _ = await asyncio.wait({read}, timeout=WATCH_PROBE_AFTER)
+            if not done:
+                await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+                done, _ = await asyncio.wait({read}, timeout=self._timeout)
+            if not done:
+                raise TimeoutError("etcd watch: no progress from the member")
+            return read.result()
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await read
 
     def _advance(self, failed: int) -> None:
         """Move the current member past `failed` (once, however many calls saw it fail)."""
