@@ -49,7 +49,7 @@ run: install
 	$(BIN)/mhsm up $(if $(DEV),--dev) --data-dir $(DATA_DIR) --port $(PORT)
 
 test: install
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 tests
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -29,6 +29,7 @@ from journal import Outcome
 from workload import ASSIGN_SCOPE
 
 from openmhsm.auth.roles import CRYPTO_USER
+from openmhsm.client import credential_from_pool
 
 KEY_OPS = frozenset({"create", "rotate", "update", "delete", "purge", "read"}) | {
     "refused_create",
@@ -36,7 +37,10 @@ KEY_OPS = frozenset({"create", "rotate", "update", "delete", "purge", "read"}) |
 }
 ASSIGNMENT_OPS = frozenset({"assign", "unassign", "refused_assign"})
 REFUSED_OPS = frozenset({"refused_create", "refused_update", "refused_assign"})
-CONNECTION_ERRORS = frozenset({"ServiceResponseError", "ServiceRequestError"})
+# IncompleteReadError: the answer's head came, its body was cut off by the crash.
+CONNECTION_ERRORS = frozenset(
+    {"ServiceResponseError", "ServiceRequestError", "IncompleteReadError"}
+)
 NOT_RESENT = frozenset({"POST", "PATCH"})  # by azure-core's default policy, after such errors
 
 
@@ -267,3 +271,20 @@ def _get(call: Any) -> Any:
         return call()
     except ResourceNotFoundError:
         return None
+
+
+def check_pool(doc: dict[str, Any], outcomes: Iterable[Outcome]) -> Report:
+    """`check` through SDK clients of the pool that `doc` (pool.json) describes."""
+    with (
+        credential_from_pool(doc) as credential,
+        KeyClient(doc["url"], credential, connection_verify=doc["ca_cert"]) as keys,
+        KeyVaultAccessControlClient(
+            doc["url"], credential, connection_verify=doc["ca_cert"]
+        ) as access,
+    ):
+        return check(outcomes, keys, access)
+
+
+def summary(errors: list[Outcome]) -> list[str]:
+    """One line per client-visible error, for an assertion's message."""
+    return [f"{o.phase} | {o.method} {o.op} | {o.detail}" for o in errors]

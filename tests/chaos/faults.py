@@ -9,7 +9,6 @@ error happened under.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -24,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aetcd  # type: ignore[import-untyped]
 import httpx
-from pool_support import PoolProcess, mhsm, runs
+from pool_support import PoolProcess, etcd_leaders, mhsm, runs
 
 from openmhsm.client import credential_from_pool
 
@@ -55,21 +53,7 @@ class ChaosPool(PoolProcess):
         """Each member's answer: the leader's name it reports, or None if it did not answer
         a linearizable read within two seconds."""
         members = self.reload()["etcd"]
-
-        async def ask(member: dict[str, Any]) -> str | None:
-            host, port = member["client_url"].split("//")[1].rsplit(":", 1)
-            try:
-                async with aetcd.Client(host=host, port=int(port), timeout=2) as client:
-                    await client.get(b"chaos-health")
-                    status = await client.status()
-            except (aetcd.ClientError, OSError, TimeoutError):
-                return None
-            return None if status.leader is None else str(status.leader.name)
-
-        async def ask_all() -> list[str | None]:
-            return list(await asyncio.gather(*(ask(m) for m in members)))
-
-        return dict(zip([m["name"] for m in members], asyncio.run(ask_all()), strict=True))
+        return dict(zip([m["name"] for m in members], etcd_leaders(members), strict=True))
 
     def etcd_leader(self) -> dict[str, Any]:
         """The member (from pool.json) that etcd reports as leader. Raises AssertionError if
@@ -357,3 +341,17 @@ SEQUENCE = (
     "rolling_maintenance",
     "disk_full",
 )
+
+
+def run_faults(faults: Any, sequence: tuple[str, ...], rng: random.Random, seconds: float) -> None:
+    """Each fault of `sequence` once (by method name of `faults`), then faults drawn at random
+    for `seconds`, with steady traffic between them."""
+    faults.steady(3.0)
+    for name in sequence:
+        getattr(faults, name)()
+        faults.steady(1.0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        getattr(faults, rng.choice(sequence))()
+        faults.steady(rng.uniform(1.0, 5.0))
+    faults.steady(2.0)

@@ -143,6 +143,10 @@ def test_only_connection_errors_of_posts_and_patches_in_a_crash_are_explained() 
     post.phase = "partition SIGKILL"
     assert in_flight_on_crash(post, {"partition SIGKILL"})
     assert not in_flight_on_crash(post, {"mhsm maintain"})
+    cut = {"status": None, "error": "IncompleteReadError: ('Connection broken: IncompleteRead"}
+    (patch,) = journal(("update", "k", "error", cut))
+    patch.phase = "partition SIGKILL"
+    assert in_flight_on_crash(patch, {"partition SIGKILL"})  # its body cut off by the crash
     (get,) = journal(("read", "k", "error", error))
     get.phase = "partition SIGKILL"
     assert not in_flight_on_crash(get, {"partition SIGKILL"})

@@ -35,16 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from azure.keyvault.administration import KeyVaultAccessControlClient
-from azure.keyvault.keys import KeyClient
-from checker import NOT_RESENT, Report, check, in_flight_on_crash
-from faults import FaultRecord
+from checker import NOT_RESENT, check_pool, in_flight_on_crash, summary
+from faults import FaultRecord, run_faults
 from journal import Outcome
 from netns_hosts import NetnsHosts, available
 from three_hosts import Healer, Pool, started_pool, stopped
 from workload import Workload
-
-from openmhsm.client import credential_from_pool
 
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "0"))
 CHAOS_SEED = int(os.environ.get("CHAOS_SEED", "10"))
@@ -180,18 +176,6 @@ def tolerated(o: Outcome, crash_phases: set[str]) -> bool:
     )
 
 
-def _run_faults(faults: NetworkFaults, rng: random.Random) -> None:
-    faults.steady(3.0)
-    for name in SEQUENCE:
-        getattr(faults, name)()
-        faults.steady(1.0)
-    deadline = time.monotonic() + CHAOS_SECONDS
-    while time.monotonic() < deadline:
-        getattr(faults, rng.choice(SEQUENCE))()
-        faults.steady(rng.uniform(1.0, 5.0))
-    faults.steady(2.0)
-
-
 def test_chaos_network(tmp_path: Path) -> None:
     began = time.monotonic()
     rng = random.Random(CHAOS_SEED)
@@ -208,9 +192,9 @@ def test_chaos_network(tmp_path: Path) -> None:
         )  # fmt: skip
         faults = NetworkFaults(pool, hosts, work.set_phase, rng)
         with work.running():
-            _run_faults(faults, rng)
+            run_faults(faults, SEQUENCE, rng, CHAOS_SECONDS)
         pool.wait_healthy()
-        report = _check(pool, work)
+        report = check_pool(pool.doc, work.journal.outcomes)
     crash_phases = faults.crash_phases()
     unexplained = [o for o in report.errors if not tolerated(o, crash_phases)]
     figures = {
@@ -243,22 +227,6 @@ def test_chaos_network(tmp_path: Path) -> None:
     assert report.lost == [], "acknowledged writes lost"
     assert report.refused_applied == [], "refused writes took effect"
     assert report.acknowledged_writes > 0
-    assert unexplained == [], _summary(unexplained)
+    assert unexplained == [], summary(unexplained)
     if CHAOS_STRICT:
         assert report.errors == [], report.error_summary()
-
-
-def _summary(errors: list[Outcome]) -> list[str]:
-    return [f"{o.phase} | {o.method} {o.op} | {o.detail}" for o in errors]
-
-
-def _check(pool: Pool, work: Workload) -> Report:
-    doc = pool.doc
-    with (
-        credential_from_pool(doc) as credential,
-        KeyClient(doc["url"], credential, connection_verify=doc["ca_cert"]) as keys,
-        KeyVaultAccessControlClient(
-            doc["url"], credential, connection_verify=doc["ca_cert"]
-        ) as access,
-    ):
-        return check(work.journal.outcomes, keys, access)

@@ -23,15 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.keyvault.administration import KeyVaultAccessControlClient
-from azure.keyvault.keys import KeyClient
-from checker import Report, check
+from checker import Report, check_pool, summary
 from dev_pool import free_port
-from faults import SEQUENCE, ChaosPool, Faults
-from journal import Outcome
+from faults import SEQUENCE, ChaosPool, Faults, run_faults
 from workload import Workload
-
-from openmhsm.client import credential_from_pool
 
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "0"))
 CHAOS_SEED = int(os.environ.get("CHAOS_SEED", "10"))
@@ -51,18 +46,6 @@ pytestmark = [
         "ignore:Exception ignored in. <ssl.SSLSocket:pytest.PytestUnraisableExceptionWarning"
     ),
 ]
-
-
-def _run_faults(faults: Faults, rng: random.Random) -> None:
-    faults.steady(3.0)
-    for name in SEQUENCE:
-        getattr(faults, name)()
-        faults.steady(1.0)
-    deadline = time.monotonic() + CHAOS_SECONDS
-    while time.monotonic() < deadline:
-        getattr(faults, rng.choice(SEQUENCE))()
-        faults.steady(rng.uniform(1.0, 5.0))
-    faults.steady(2.0)
 
 
 def _figures(report: Report, faults: Faults, work: Workload, took: float) -> dict[str, Any]:
@@ -95,9 +78,9 @@ def test_chaos_short(tmp_path: Path) -> None:
         )  # fmt: skip
         faults = Faults(pool, work.set_phase, tmp_path, rng)
         with work.running():
-            _run_faults(faults, rng)
+            run_faults(faults, SEQUENCE, rng, CHAOS_SECONDS)
         pool.wait_healthy()
-        report = _check(pool, work)
+        report = check_pool(pool.reload(), work.journal.outcomes)
     finally:
         pool.stop()
     figures = _figures(report, faults, work, time.monotonic() - began)
@@ -114,22 +97,6 @@ def test_chaos_short(tmp_path: Path) -> None:
     assert report.acknowledged_writes > 0
     assert [f.name for f in faults.done if f.skipped and f.name != "partition disk full"] == []
     unexplained = report.unexplained_errors(faults.crash_phases())
-    assert unexplained == [], _summary(unexplained)
+    assert unexplained == [], summary(unexplained)
     if CHAOS_STRICT:
         assert report.errors == [], report.error_summary()
-
-
-def _summary(errors: list[Outcome]) -> list[str]:
-    return [f"{o.phase} | {o.method} {o.op} | {o.detail}" for o in errors]
-
-
-def _check(pool: ChaosPool, work: Workload) -> Report:
-    doc = pool.reload()
-    with (
-        credential_from_pool(doc) as credential,
-        KeyClient(doc["url"], credential, connection_verify=doc["ca_cert"]) as keys,
-        KeyVaultAccessControlClient(
-            doc["url"], credential, connection_verify=doc["ca_cert"]
-        ) as access,
-    ):
-        return check(work.journal.outcomes, keys, access)

@@ -7,6 +7,7 @@ every partition and etcd member it ever listed is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aetcd  # type: ignore[import-untyped]
 from azure.identity import ClientSecretCredential
 from dev_pool import DevPool
 
@@ -153,3 +155,23 @@ def runs(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker.encode() in cmdline and "State:\tZ" not in status
+
+
+def etcd_leaders(members: list[dict[str, Any]]) -> list[str | None]:
+    """Each etcd member's answer (members as in pool.json): the name of the leader it reports,
+    or None if it did not serve a linearizable read within two seconds."""
+
+    async def ask(member: dict[str, Any]) -> str | None:
+        host, port = member["client_url"].split("//")[1].rsplit(":", 1)
+        try:
+            async with aetcd.Client(host=host.strip("[]"), port=int(port), timeout=2) as client:
+                await client.get(b"health")
+                status = await client.status()
+        except (aetcd.ClientError, OSError, TimeoutError):
+            return None
+        return None if status.leader is None else str(status.leader.name)
+
+    async def ask_all() -> list[str | None]:
+        return list(await asyncio.gather(*(ask(m) for m in members)))
+
+    return asyncio.run(ask_all())

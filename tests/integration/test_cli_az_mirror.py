@@ -9,31 +9,17 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.keyvault.administration import KeyVaultRoleScope, KeyVaultSettingsClient
 from dev_pool import DevPool
+from principal_support import CLI, CRYPTO_USER, Run
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "openmhsm.cli.main"]
-CRYPTO_USER = "21dbd100-6940-42c2-9190-5d6cb909625b"
 ARM = "AllowKeyManagementOperationsThroughARM"
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> Run:

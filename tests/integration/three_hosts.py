@@ -17,7 +17,6 @@ does under systemd. Every wait here is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import shutil
@@ -33,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aetcd  # type: ignore[import-untyped]
 import httpx
 from azure.keyvault.keys import KeyClient
 from netns_hosts import NetnsHosts, wait_for_port
+from pool_support import etcd_leaders
 
 from openmhsm.cli.activation import grant_development_roles
 from openmhsm.client import credential_from_pool, retry_policy
@@ -145,22 +144,7 @@ class Pool:
     def etcd_status(self) -> list[str | None]:
         """Each host's etcd member's answer: the name of the leader it reports, or None if it
         did not serve a linearizable read within two seconds."""
-        members = self.doc["etcd"]
-
-        async def ask(member: dict[str, Any]) -> str | None:
-            host, port = member["client_url"].split("//")[1].rsplit(":", 1)
-            try:
-                async with aetcd.Client(host=host, port=int(port), timeout=2) as client:
-                    await client.get(b"three-hosts-health")
-                    status = await client.status()
-            except (aetcd.ClientError, OSError, TimeoutError):
-                return None
-            return None if status.leader is None else str(status.leader.name)
-
-        async def ask_all() -> list[str | None]:
-            return list(await asyncio.gather(*(ask(m) for m in members)))
-
-        return asyncio.run(ask_all())
+        return etcd_leaders(self.doc["etcd"])
 
     def etcd_leader(self) -> int:
         """The host whose etcd member every answering member names leader. Raises
