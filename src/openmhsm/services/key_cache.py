@@ -225,18 +225,23 @@ class KeyCache:
         storage, pause a jittered moment and build again. Raises Conflict after WRITE_RETRIES
         lost races.
 
-        First the cache catches up with storage: a write is built on what it reads here, and
-        compare-on-revision guards only the records it writes. A partition whose watch lags (its
-        etcd member stalled) would otherwise change a version that is no longer the current one,
-        or miss a record another partition has just made. If the watch does not catch up within
-        `WRITE_CATCH_UP` seconds, the key (or the prefix) is read from storage instead."""
-        if not await self.catch_up(WRITE_CATCH_UP):
-            if refresh_prefix is None:
-                await self.read_through(name)
-            else:
-                await self.refresh(refresh_prefix)
+        A write is built on what the cache holds, which may lag storage (another partition's
+        fresh write; a watch stuck on a hung etcd member), and compare-on-revision guards only
+        the records it writes. So:
+        - a key's write also guards the key's current-version pointer (`_pointer_guard`): an
+          update built on a pointer another partition has since moved (a rotate) loses the race
+          and is built again, instead of landing on the old version;
+        - a write under `refresh_prefix` (role assignments and definitions) first waits up to
+          `WRITE_CATCH_UP` seconds for the watch to reach storage's revision, else reads the
+          prefix from storage: those writes read records they do not write (a delete's lookup,
+          a definition's name among the others).
+        """
+        if refresh_prefix is not None and not await self.catch_up(WRITE_CATCH_UP):
+            await self.refresh(refresh_prefix)
         for n in range(WRITE_RETRIES):
             changes, result = await attempt()
+            if refresh_prefix is None:
+                changes = self._pointer_guard(name, changes)
             try:
                 await self.commit(changes)
                 return result
@@ -251,6 +256,19 @@ class KeyCache:
                 await asyncio.sleep(jitter)
         what = "Key" if refresh_prefix is None else "Record"
         raise Conflict(f"{what} '{name}' is being changed concurrently; try again.")
+
+    def _pointer_guard(self, name: str, changes: list[Change]) -> list[Change]:
+        """`changes` plus the key's current-version pointer written back unchanged at the
+        revision this cache knows, unless the changes write or delete the pointer already (a
+        create, rotate or delete) or there is none. Cheaper than a linearizable read per write:
+        the guard rides in the same transaction."""
+        pointer = records.current_path(name)
+        if any(op.key == pointer for op, _ in changes):
+            return changes
+        known = self._raw.get(pointer)
+        if known is None or known[1] is None or not changes:
+            return changes
+        return [*changes, (Put(pointer, known[1], known[0]), self._parsed.get(pointer))]
 
     async def raise_if_fenced(self) -> None:
         """Raise ServiceUnavailable while a full restore holds the fence (for a caller about
