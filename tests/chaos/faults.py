@@ -90,17 +90,15 @@ class FaultRecord:
 
 
 @dataclass
-class Faults:
-    """Injects faults into `pool` one at a time; `set_phase` labels the workload's journal."""
+class FaultLog:
+    """Runs faults one at a time on a pool with `wait_healthy()`, labelling the workload's
+    journal through `set_phase` and keeping a record of each."""
 
-    pool: ChaosPool
+    pool: Any
     set_phase: Callable[[str], None]
-    scratch: Path
     rng: random.Random
-    settle: float = 2.0
-    hold: float = 4.0
-    done: list[FaultRecord] = field(default_factory=list)
-    direct: int = 0  # keys made by `_direct_writes` so far
+    settle: float = field(default=2.0, kw_only=True)
+    done: list[FaultRecord] = field(default_factory=list, kw_only=True)
 
     @contextlib.contextmanager
     def fault(self, name: str) -> Iterator[FaultRecord]:
@@ -120,11 +118,22 @@ class Faults:
             self.done.append(record)
 
     def crash_phases(self) -> set[str]:
+        """The faults under which a partition died or was cut off with requests in flight."""
         return {f.name for f in self.done if f.crashed_partition}
 
     def steady(self, seconds: float) -> None:
         self.set_phase("steady")
         time.sleep(seconds)
+
+
+@dataclass
+class Faults(FaultLog):
+    """Process faults on a one-host pool (`mhsm up`)."""
+
+    pool: ChaosPool
+    scratch: Path
+    hold: float = field(default=4.0, kw_only=True)
+    direct: int = field(default=0, kw_only=True)  # keys made by `_direct_writes` so far
 
     # --- partitions ---------------------------------------------------------------------------
 

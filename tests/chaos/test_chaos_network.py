@@ -29,14 +29,12 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from checker import NOT_RESENT, check_pool, in_flight_on_crash, summary
-from faults import FaultRecord, run_faults
+from faults import FaultLog, run_faults
 from journal import Outcome
 from netns_hosts import NetnsHosts, available
 from three_hosts import Healer, Pool, started_pool, stopped
@@ -50,7 +48,6 @@ CHAOS_STRICT = os.environ.get("CHAOS_STRICT", "") == "1"
 BUDGET = 240.0  # seconds for the short form, hosts and pool start and stop included
 WORKLOAD_LIMIT = 600.0 + 2 * CHAOS_SECONDS  # the workload's own bound, far beyond the faults
 HOLD = 4.0  # seconds each fault holds before it is undone
-SETTLE = 2.0  # seconds of traffic on the healed pool still labelled with the fault
 SLOW_RATE_KBIT = 256
 SLOW_LATENCY_MS = 200
 BAD_GATEWAY = 502  # HAProxy's answer when a server closed the connection without answering
@@ -68,38 +65,12 @@ pytestmark = [
 
 
 @dataclass
-class NetworkFaults:
-    """Injects faults into `pool` on `hosts` one at a time; `set_phase` labels the journal."""
+class NetworkFaults(FaultLog):
+    """Faults on a three-host pool in network namespaces: links cut and slowed, processes
+    killed and stopped."""
 
     pool: Pool
     hosts: NetnsHosts
-    set_phase: Callable[[str], None]
-    rng: random.Random
-    done: list[FaultRecord] = field(default_factory=list)
-
-    @contextmanager
-    def fault(self, name: str) -> Iterator[FaultRecord]:
-        """Label the phase, run the fault, wait until the pool is whole, then let traffic run
-        SETTLE seconds on the healed pool (still labelled: late errors belong to the fault)."""
-        record = FaultRecord(name, began=time.monotonic())
-        self.set_phase(name)
-        try:
-            yield record
-            self.pool.wait_healthy()
-            record.ended = time.monotonic()
-            record.seconds = round(record.ended - record.began, 2)
-            time.sleep(SETTLE)
-        finally:
-            self.set_phase("steady")
-            self.done.append(record)
-
-    def crash_phases(self) -> set[str]:
-        """The faults under which a partition died or was cut off with requests in flight."""
-        return {f.name for f in self.done if f.crashed_partition}
-
-    def steady(self, seconds: float) -> None:
-        self.set_phase("steady")
-        time.sleep(seconds)
 
     def _follower(self) -> int:
         leader = self.pool.etcd_leader()
@@ -190,7 +161,7 @@ def test_chaos_network(tmp_path: Path) -> None:
             pool.doc, workers=CHAOS_WORKERS, seed=CHAOS_SEED, seconds=WORKLOAD_LIMIT,
             retry=CHAOS_RETRY,
         )  # fmt: skip
-        faults = NetworkFaults(pool, hosts, work.set_phase, rng)
+        faults = NetworkFaults(pool, work.set_phase, rng, hosts)
         with work.running():
             run_faults(faults, SEQUENCE, rng, CHAOS_SECONDS)
         pool.wait_healthy()

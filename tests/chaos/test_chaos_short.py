@@ -76,7 +76,7 @@ def test_chaos_short(tmp_path: Path) -> None:
             pool.doc, workers=CHAOS_WORKERS, seed=CHAOS_SEED, seconds=WORKLOAD_LIMIT,
             retry=CHAOS_RETRY,
         )  # fmt: skip
-        faults = Faults(pool, work.set_phase, tmp_path, rng)
+        faults = Faults(pool, work.set_phase, rng, tmp_path)
         with work.running():
             run_faults(faults, SEQUENCE, rng, CHAOS_SECONDS)
         pool.wait_healthy()
