@@ -25,7 +25,8 @@ from principal_support import ok, principal_cli
 
 from openmhsm.api.limits import HEAD_TIMEOUT, MAX_HEAD_BYTES
 from openmhsm.auth.lockout import FIRST_DELAY, THRESHOLD
-from openmhsm.cluster.partition import KEEP_ALIVE, harden_tls
+from openmhsm.cluster.listeners import harden_tls
+from openmhsm.cluster.partition import KEEP_ALIVE
 
 pytestmark = pytest.mark.integration
 
