@@ -107,7 +107,9 @@ def test_small_targets_and_empty_material_are_refused() -> None:
 def test_bad_blobs_do_not_unwrap() -> None:
     blob = wrap_for_export(DEFAULT_ENC, target().public_key(), b"y" * 40)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    for bad in (blob[:256], blob[:-1], blob[:-8] + bytes(8), bytes(1) + blob[1:]):
+    flipped_first = bytes([blob[0] ^ 1]) + blob[1:]
+    flipped_tail = blob[:-8] + bytes(b ^ 0xFF for b in blob[-8:])
+    for bad in (blob[:256], blob[:-1], flipped_tail, flipped_first):
         with pytest.raises(CryptoError):
             unwrap_export(DEFAULT_ENC, target(), bad)
     with pytest.raises(CryptoError):
