@@ -266,7 +266,7 @@ def test_quorum_lost_reads_work_writes_fail_fast(pool: Pool, clients: Clients) -
             elapsed = time.monotonic() - start
             assert made.status_code == 503, made.text
             assert made.json()["error"]["code"] == "ServiceUnavailable"
-            assert elapsed < 5.0
+            assert elapsed < 9.0  # the store's 4 s retry budget, not the 30 s client timeout
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)

@@ -312,7 +312,7 @@ def check_tls_capture(connections: list[Connection], known: Known) -> None:
     for where, stream in streams(connections):
         if stream:
             assert stream.startswith(TLS_HANDSHAKE), f"{where} is not TLS: {stream[:16]!r}"
-            assert b"JOIN1" not in stream, f"{where} shows a join request in clear"
+            assert b"JOIN1 " not in stream, f"{where} shows a join request in clear"
 
 
 def _summary(connections: list[Connection]) -> list[dict[str, Any]]:

@@ -143,7 +143,7 @@ def test_backup_during_continuous_writes_restores_consistently(
     """Each writer creates keys in order w-0, w-1, ...: a consistent snapshot holds a prefix of
     every writer's sequence, with every key whole (current version and versions together)."""
     stop = threading.Event()
-    made: dict[int, int] = {}
+    made = {0: 0, 1: 0}
 
     def writer(n: int) -> None:
         with pool.key_client() as client:
@@ -157,7 +157,9 @@ def test_backup_during_continuous_writes_restores_consistently(
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while min(made.values()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # every writer has a whole key before the backup
         with _http(pool, pool.url) as http:
             folder_url = _backup(http, f"file://{tmp_path}/backups")
     finally:

@@ -266,7 +266,7 @@ def test_failover_when_connected_member_is_killed(fresh: LocalEtcdCluster) -> No
         r1 = await store.put_if("f/k", b"1")
         fresh.kill(follower, signal.SIGKILL)
         r2, took = await timed(store.put_if("f/k", b"2", r1))
-        assert took < 1.0  # refused at once: straight to the next member
+        assert took < 1.9  # refused at once, not after the 2 s attempt deadline
         assert await store.get("f/k") == Entry("f/k", b"2", r2)
         assert [e.key for e in await store.list_page("f/")] == ["f/k"]
         await store.close()
@@ -284,7 +284,7 @@ def test_failover_from_a_hung_member(fresh: LocalEtcdCluster) -> None:
         fresh.kill(follower, signal.SIGSTOP)
         try:
             r2, took = await timed(store.put_if("h/k", b"2", r1))
-            assert 0.4 < took < 1.5  # one attempt's deadline, then the next member
+            assert 0.4 < took < 3.0  # one attempt's deadline, then the next member
             assert await store.get("h/k") == Entry("h/k", b"2", r2)
             stuck = asyncio.create_task(alone.get("h/k"))
             await asyncio.sleep(0.2)
@@ -306,7 +306,7 @@ def test_writes_continue_after_leader_is_killed(fresh: LocalEtcdCluster) -> None
         r1 = await store.put_if("l/k", b"1")
         fresh.kill(leader, signal.SIGKILL)
         r2, took = await timed(store.put_if("l/k", b"2", r1))
-        assert took < 4.0
+        assert took < 8.0  # within the retry budget (4 s), with room for a loaded machine
         assert await store.get("l/k") == Entry("l/k", b"2", r2)
         assert await fresh.leader() not in (None, leader)
         await store.close()
@@ -327,7 +327,7 @@ def test_quorum_lost_fails_fast_and_recovers(fresh: LocalEtcdCluster) -> None:
         for failed in results:
             assert isinstance(failed, StorageUnavailable), failed
             assert "no quorum" in str(failed)
-        assert time.monotonic() - start < 5.0
+        assert time.monotonic() - start < 9.0  # the 4 s budget, not a hang
         fresh.restart("etcd1")
         fresh.restart("etcd2")
         await fresh.wait_healthy(20)

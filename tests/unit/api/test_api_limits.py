@@ -204,7 +204,7 @@ def test_slow_head_is_cut_off() -> None:
         return time.monotonic() - started
 
     took = serve(app, scenario)
-    assert FAST <= took < FAST * 4
+    assert FAST <= took < FAST + 2  # cut at the deadline; the whole head takes over 5 s
     assert app.calls == 0
 
 
