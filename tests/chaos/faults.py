@@ -10,13 +10,11 @@ error happened under.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import random
 import shutil
 import signal
 import ssl
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 
 import httpx
 from pool_support import PoolProcess, etcd_leaders, mhsm, runs
+from small_disk import fill, mount_tmpfs, unmount
 
 from openmhsm.client import credential_from_pool
 
@@ -207,7 +206,7 @@ class Faults(FaultLog):
         write never fails the request it records), then the space freed again."""
         with self.fault("partition disk full") as record:
             disk = self.scratch / "disk"
-            reason = _mount_tmpfs(disk, DISK_BYTES)
+            reason = mount_tmpfs(disk, DISK_BYTES)
             if reason:
                 record.skipped = reason
                 return
@@ -230,7 +229,7 @@ class Faults(FaultLog):
                     )
                     assert audit_bytes > 0, "audit writes did not resume"
             finally:
-                _unmount(disk)
+                unmount(disk)
 
     @contextlib.contextmanager
     def _full_disk_for(self, n: int, disk: Path) -> Iterator[Path]:
@@ -246,7 +245,7 @@ class Faults(FaultLog):
                 os.replace(link, link.with_name(link.name + ".before-disk-full"))
             target.touch(mode=0o600)
             link.symlink_to(target)
-        _fill(disk / "filler")
+        fill(disk / "filler")
         self._restart_partition(n)
         try:
             yield disk / f"partition-{n}.jsonl"
@@ -302,42 +301,6 @@ class Faults(FaultLog):
         finally:
             if runs(pid, self.pool.marker()):
                 os.kill(pid, signal.SIGCONT)
-
-
-def _mount_tmpfs(path: Path, size: int) -> str:
-    """Mount a tmpfs of `size` bytes at `path`; the reason it cannot be done, or ''."""
-    if os.geteuid() != 0:
-        return "disk full needs root (mount -t tmpfs)"
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return "" if done.returncode == 0 else f"mount -t tmpfs failed: {done.stderr.strip()}"
-
-
-def _unmount(path: Path) -> None:
-    done = subprocess.run(["umount", str(path)], capture_output=True, timeout=10)
-    if done.returncode != 0:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
-
-
-def _fill(path: Path) -> None:
-    """Write `path` until the file system is full."""
-    chunk = b"\0" * 4096
-    with path.open("wb", buffering=0) as f:
-        while True:
-            try:
-                f.write(chunk)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                break
-    with contextlib.suppress(OSError), path.open("ab", buffering=0) as f:
-        while f.write(b"\0"):  # the last bytes of a partly free block
-            pass
 
 
 # The short form's sequence (CI); the long form draws from the same list at random.

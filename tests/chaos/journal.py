@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # The HTTP method of each operation's request: azure-core's default policy never sends a POST or
@@ -73,6 +75,15 @@ class Journal:
 
     def errors(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "error"]
+
+    def save(self, report: Path, figures: dict[str, Any]) -> None:
+        """Write `figures` to `report` as JSON and every outcome next to it (`.journal.jsonl`),
+        for a post-mortem."""
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(figures, indent=2) + "\n")
+        with report.with_suffix(".journal.jsonl").open("w") as journal:
+            for o in self.outcomes:
+                journal.write(json.dumps(vars(o) | {"method": o.method}) + "\n")
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

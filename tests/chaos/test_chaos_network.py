@@ -6,11 +6,14 @@ injected one after another; then the checker reads the pool back and finds every
 write and no refused one.
 
 The faults (never two hosts down at once): the etcd leader's host cut off the network, then a
-follower's; a slow, lossy link on one host; a host's partition SIGKILLed (the healer restarts
-it, as the unit's Restart=always would); a host's etcd member (the leader) SIGSTOPped. Each holds
-`HOLD` seconds, is undone, and is followed by a wait until every partition is ready on its own
-address and every etcd member answers. This kernel has no `sch_netem`, so the slow link is a
-token bucket (`tc tbf`: queueing delay, tail-drop loss under load; see `NetnsHosts.slow`).
+follower's; a slow, lossy link on one host; one host's disk full (its install directory, with
+its etcd member's data and its partition's audit, is a small tmpfs, filled and then freed); a
+host's partition SIGKILLed (the healer restarts it, as the unit's Restart=always would); a
+host's etcd member (the leader) SIGSTOPped. Each holds `HOLD` seconds, is undone, and is
+followed by a wait until every partition is ready on its own address and every etcd member
+answers. The slow, lossy link needs no `sch_netem` (this kernel has none): an `htb` rate with a
+short queue (queueing delay, tail drops under load) and a random share of packets dropped by a
+classic-BPF classifier, both ways (`link_shaping.py`).
 
 Client-visible errors fail the test, except the kind DESIGN §2 leaves to the caller: a POST or
 PATCH in flight on a partition whose process died or whose link was cut, which azure-core's
@@ -36,8 +39,10 @@ import pytest
 from checker import NOT_RESENT, check_pool, in_flight_on_crash, summary
 from faults import FaultLog, run_faults
 from journal import Outcome
+from link_shaping import Shape
 from netns_hosts import NetnsHosts, available
-from three_hosts import Healer, Pool, started_pool, stopped
+from small_disk import full
+from three_hosts import UNITS, Healer, Pool, started_pool, stopped
 from workload import Workload
 
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "0"))
@@ -48,8 +53,10 @@ CHAOS_STRICT = os.environ.get("CHAOS_STRICT", "") == "1"
 BUDGET = 240.0  # seconds for the short form, hosts and pool start and stop included
 WORKLOAD_LIMIT = 600.0 + 2 * CHAOS_SECONDS  # the workload's own bound, far beyond the faults
 HOLD = 4.0  # seconds each fault holds before it is undone
+DISK_HOLD = 8.0  # long enough for etcd to need new blocks (its WAL segment is preallocated)
 SLOW_RATE_KBIT = 256
 SLOW_LATENCY_MS = 200
+SLOW_LOSS_PERCENT = 5.0
 BAD_GATEWAY = 502  # HAProxy's answer when a server closed the connection without answering
 
 pytestmark = [
@@ -96,17 +103,33 @@ class NetworkFaults(FaultLog):
     def slow_link(self) -> None:
         with self.fault("slow lossy link") as record:
             host = self.rng.randrange(3)
-            record.detail = (
-                f"host {host}: tbf {SLOW_RATE_KBIT} kbit/s, {SLOW_LATENCY_MS} ms queue, "
-                f"both ways, for {HOLD} s"
-            )
-            self.hosts.slow(host, SLOW_RATE_KBIT, SLOW_LATENCY_MS)
+            shape = Shape(SLOW_RATE_KBIT, SLOW_LATENCY_MS, SLOW_LOSS_PERCENT)
+            record.detail = f"host {host}: {shape.describe()}, both ways, for {HOLD} s"
+            self.hosts.slow(host, SLOW_RATE_KBIT, SLOW_LATENCY_MS, SLOW_LOSS_PERCENT)
             try:
                 time.sleep(HOLD)
-                stats = self.hosts.slow_stats(host)
+                stats = self.hosts.shaped_stats(host)
             finally:
                 self.hosts.clear(host)
             record.detail += "; " + ", ".join(f"{k} {v}" for k, v in stats.items())
+
+    def host_disk_full(self) -> None:
+        """The small-disk host's disk full: its etcd member's data and its partition's files
+        (audit) get ENOSPC for DISK_HOLD seconds, then the space comes back."""
+        with self.fault("host disk full") as record:
+            disk, host = self.pool.small_disk, self.pool.small_disk_host
+            if disk is None or host is None:
+                record.skipped = self.pool.small_disk_missing or "no host has a small disk"
+                return
+            before = {unit: self.pool.processes(unit)[host].pid for unit in UNITS}
+            with full(disk) as filler:
+                filled = filler.stat().st_size
+                time.sleep(DISK_HOLD)
+            exited = [u for u in UNITS if self.pool.processes(u)[host].pid != before[u]]
+            record.detail = (
+                f"host {host}: etcd data and partition files on a disk filled with {filled} "
+                f"bytes for {DISK_HOLD} s; exited and restarted: {', '.join(exited) or 'none'}"
+            )
 
     def partition_sigkill(self) -> None:
         with self.fault("partition SIGKILL") as record:
@@ -130,6 +153,7 @@ SEQUENCE = (
     "link_cut_leader",
     "link_cut_follower",
     "slow_link",
+    "host_disk_full",
     "partition_sigkill",
     "etcd_leader_sigstop",
 )
@@ -153,7 +177,7 @@ def test_chaos_network(tmp_path: Path) -> None:
     lifetime = BUDGET + 2 * CHAOS_SECONDS
     with (
         NetnsHosts() as hosts,
-        started_pool(hosts, tmp_path) as pool,
+        started_pool(hosts, tmp_path, small_disk_host=rng.randrange(3)) as pool,
         Healer(pool, lifetime) as healer,
     ):
         pool_seconds = time.monotonic() - began
@@ -187,10 +211,7 @@ def test_chaos_network(tmp_path: Path) -> None:
     }
     out = Path(os.environ.get("CHAOS_REPORT", tmp_path / "chaos-report.json"))
     out = out.with_name(out.stem + "-network.json")
-    out.write_text(json.dumps(figures, indent=2) + "\n")
-    with out.with_suffix(".journal.jsonl").open("w") as journal:  # for a post-mortem
-        for o in work.journal.outcomes:
-            journal.write(json.dumps(vars(o) | {"method": o.method}) + "\n")
+    work.journal.save(out, figures)
     print(json.dumps(figures, indent=2))
 
     assert work.crashed == []

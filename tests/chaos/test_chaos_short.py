@@ -85,10 +85,7 @@ def test_chaos_short(tmp_path: Path) -> None:
         pool.stop()
     figures = _figures(report, faults, work, time.monotonic() - began)
     out = Path(os.environ.get("CHAOS_REPORT", tmp_path / "chaos-report.json"))
-    out.write_text(json.dumps(figures, indent=2) + "\n")
-    with out.with_suffix(".journal.jsonl").open("w") as journal:  # for a post-mortem
-        for o in work.journal.outcomes:
-            journal.write(json.dumps(vars(o) | {"method": o.method}) + "\n")
+    work.journal.save(out, figures)
     print(json.dumps(figures, indent=2))
 
     assert work.crashed == []

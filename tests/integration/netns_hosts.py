@@ -4,8 +4,8 @@ Each `NetnsHosts` picks a random `10.x.y.0/24` no route of this machine uses and
 suffix, so tests running at the same time do not collide. Host `i` is the namespace
 `mh<suffix>h<i>` with `eth0` at `10.x.y.<i+1>`; the bridge holds `10.x.y.254` (the root
 namespace, where a load balancer or a client reaches every host). Links can be cut and healed,
-slowed with `tc tbf` (which every kernel has), and delayed or made lossy with `tc netem` where the
-kernel has sch_netem, for fault and chaos tests.
+slowed and made lossy with `htb` and a random classic-BPF classifier (`link_shaping`, which needs
+no `sch_netem`), and delayed with `tc netem` where the kernel has it, for fault and chaos tests.
 
 Needs root and iproute2 (`ip`, `tc`); `available()` says whether they are there. Processes
 started with `run` are killed (by PID) and the namespaces and bridge deleted by `close()`, which
@@ -24,13 +24,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
+import link_shaping
+from link_shaping import Shape
+
 COMMAND_TIMEOUT = 10.0
 SUBNET_TRIES = 50
-SLOW_BURST_BYTES = 4096  # a tbf bucket must hold a full frame (1514 bytes) or it passes none
 
 
 def available() -> str | None:
@@ -52,13 +54,14 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _tc_root(*args: str, check: bool = True) -> None:
+def _tc_root(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`tc` in the root namespace (on a link's bridge end)."""
     done = subprocess.run(
         ["tc", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
     )
     if check and done.returncode != 0:
         raise RuntimeError(f"tc {' '.join(args)}: {done.stderr.strip()}")
+    return done
 
 
 def _used_prefixes() -> set[str]:
@@ -77,7 +80,7 @@ def _pick_prefix() -> str:
 
 
 class NetemUnavailable(RuntimeError):
-    """The kernel has no `tc netem` (sch_netem): delay and loss cannot be set."""
+    """The kernel has no `tc netem` (sch_netem): delay cannot be set."""
 
 
 @dataclass
@@ -88,8 +91,8 @@ class Host:
     namespace: str
     ip: str
     link: str  # the veth end in the root namespace, on the bridge
-    netem: dict[str, str] = field(default_factory=dict)  # what `delay`/`loss` set
-    shaped: bool = False  # `slow` put a tbf on both ends of the link
+    sends: Shape | None = None  # what `slow`/`loss` did to the host's side of its link
+    receives: Shape | None = None  # and to the bridge's side (what the host receives)
 
 
 class NetnsHosts:
@@ -194,65 +197,63 @@ class NetnsHosts:
         """Bring the host's link back up."""
         _ip("link", "set", self.host(host).link, "up")
 
-    def slow(self, host: int | Host, rate_kbit: int, latency_ms: int) -> None:
-        """Make the host's link slow both ways: a token bucket (`tc tbf`) of `rate_kbit` on each
-        end that queues up to `latency_ms` of traffic and drops what does not fit (tail drop).
-        Under load that is a delayed and lossy link, and it needs only `sch_tbf`: some kernels
-        (this project's CI among them) have no `sch_netem`, which `delay` and `loss` need.
-        `clear` undoes it."""
+    def slow(
+        self, host: int | Host, rate_kbit: int, latency_ms: int, loss_percent: float = 0.0
+    ) -> None:
+        """Make the host's link slow both ways: `rate_kbit` on each end, queueing up to
+        `latency_ms` of traffic and dropping what does not fit, and `loss_percent` % of the
+        packets dropped at random. `clear` undoes it."""
         target = self.host(host)
-        burst = max(SLOW_BURST_BYTES, rate_kbit * 1000 // 8 // 100)  # at least 10 ms of rate
-        shape = ("root", "tbf", "rate", f"{rate_kbit}kbit", "burst", str(burst),
-                 "latency", f"{latency_ms}ms")  # fmt: skip
-        self._tc(target, "qdisc", "replace", "dev", "eth0", *shape)  # what the host sends
-        _tc_root("qdisc", "replace", "dev", target.link, *shape)  # what it receives
-        target.shaped = True
-
-    def slow_stats(self, host: int | Host) -> dict[str, int]:
-        """What the `slow` token buckets did so far: packets sent and dropped, both ways."""
-        target = self.host(host)
-        sent = self._tc_stats(["ip", "netns", "exec", target.namespace, "tc"], "eth0")
-        received = self._tc_stats(["tc"], target.link)
-        return {
-            "packets_sent": sent[0], "packets_sent_dropped": sent[1],
-            "packets_received": received[0], "packets_received_dropped": received[1],
-        }  # fmt: skip
-
-    @staticmethod
-    def _tc_stats(tc: list[str], dev: str) -> tuple[int, int]:
-        """(packets, dropped) of the root qdisc of `dev`, from `tc -s` ("Sent B bytes P pkt
-        (dropped D, ..."); `tc` is the command, in a namespace or not."""
-        done = subprocess.run(
-            [*tc, "-s", "qdisc", "show", "dev", dev],
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
-        )  # fmt: skip
-        words = done.stdout.replace(",", " ").split()
-        if "Sent" not in words:
-            return 0, 0
-        at = words.index("Sent")
-        return int(words[at + 3]), int(words[at + 6])
-
-    def delay(self, host: int | Host, ms: float) -> None:
-        """Delay every packet the host sends by `ms` (adds `ms` to each of its round trips).
-        Raises NetemUnavailable where the kernel has no sch_netem (see `slow`)."""
-        self._netem(self.host(host), "delay", f"{ms}ms")
+        shape = Shape(rate_kbit, latency_ms, loss_percent)
+        self._shape(target, shape, shape)
 
     def loss(self, host: int | Host, percent: float) -> None:
-        """Drop `percent` % of the packets the host sends. Raises NetemUnavailable where the
-        kernel has no sch_netem (see `slow`)."""
-        self._netem(self.host(host), "loss", f"{percent}%")
+        """Drop a random `percent` % of the packets the host sends (on top of any `slow`)."""
+        target = self.host(host)
+        sends = replace(target.sends or Shape(), loss_percent=percent)
+        self._shape(target, sends, target.receives)
+
+    def shaped_stats(self, host: int | Host) -> dict[str, int]:
+        """What the shaping of `slow`/`loss` did so far: packets sent and dropped, both ways."""
+        target = self.host(host)
+        sent = self._tc(target, "-s", "qdisc", "show", "dev", "eth0").stdout
+        received = _tc_root("-s", "qdisc", "show", "dev", target.link).stdout
+        (sent_packets, sent_dropped) = link_shaping.parse_stats(sent)
+        (received_packets, received_dropped) = link_shaping.parse_stats(received)
+        return {
+            "packets_sent": sent_packets, "packets_sent_dropped": sent_dropped,
+            "packets_received": received_packets, "packets_received_dropped": received_dropped,
+        }  # fmt: skip
+
+    def _shape(self, target: Host, sends: Shape | None, receives: Shape | None) -> None:
+        if sends is not None:
+            self._tc(target, "qdisc", "del", "dev", "eth0", "root", check=False)
+            for step in link_shaping.commands("eth0", sends):
+                self._tc(target, *step)
+        if receives is not None:
+            _tc_root("qdisc", "del", "dev", target.link, "root", check=False)
+            for step in link_shaping.commands(target.link, receives):
+                _tc_root(*step)
+        target.sends, target.receives = sends, receives
+
+    def delay(self, host: int | Host, ms: float) -> None:
+        """Delay every packet the host sends by `ms` (adds `ms` to each of its round trips),
+        replacing any `slow`/`loss` on its side. Raises NetemUnavailable where the kernel has
+        no sch_netem, which constant delay needs."""
+        target = self.host(host)
+        target.sends = None
+        self._tc(target, "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{ms}ms")
 
     def clear(self, host: int | Host) -> None:
-        """Remove the host's delay, loss or slowness (`netem` or `tbf`, on either end)."""
+        """Remove the host's delay, loss or slowness, on either end."""
         target = self.host(host)
-        target.netem.clear()
         self._tc(target, "qdisc", "del", "dev", "eth0", "root", check=False)
-        if target.shaped:
+        if target.receives is not None:
             _tc_root("qdisc", "del", "dev", target.link, "root", check=False)
-            target.shaped = False
+        target.sends = target.receives = None
 
     def netem_available(self) -> bool:
-        """Whether this kernel has `tc netem` (sch_netem), which `delay` and `loss` need."""
+        """Whether this kernel has `tc netem` (sch_netem), which `delay` needs."""
         probe = ("qdisc", "replace", "dev", "lo", "root", "netem", "delay", "0ms")
         try:
             self._tc(self.hosts[0], *probe)
@@ -261,12 +262,7 @@ class NetnsHosts:
         self._tc(self.hosts[0], "qdisc", "del", "dev", "lo", "root", check=False)
         return True
 
-    def _netem(self, host: Host, what: str, value: str) -> None:
-        host.netem[what] = value
-        rules = [word for key, val in host.netem.items() for word in (key, val)]
-        self._tc(host, "qdisc", "replace", "dev", "eth0", "root", "netem", *rules)
-
-    def _tc(self, host: Host, *args: str, check: bool = True) -> None:
+    def _tc(self, host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             ["ip", "netns", "exec", host.namespace, "tc", *args],
             capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
@@ -276,6 +272,7 @@ class NetnsHosts:
             if "netem" in args and "unknown" in done.stderr:
                 raise NetemUnavailable(message + " (this kernel has no sch_netem)")
             raise RuntimeError(message)
+        return done
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ address is given as a second `--hostname` (every certificate lists it) and the c
 DNS name, with no resolver involved.
 
 `started_pool` starts it all and stops HAProxy afterwards (the hosts' processes die with
-`NetnsHosts.close`); `Healer` restarts a host's process that exits, as the units' Restart=always
-does under systemd. Every wait here is bounded.
+`NetnsHosts.close`). It can give one host a small disk (its install directory, etcd data and
+partition files, on a size-limited tmpfs) for disk-full faults. `Healer` restarts a host's
+process that exits, as the units' Restart=always does under systemd. Every wait here is bounded.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import httpx
 from azure.keyvault.keys import KeyClient
 from netns_hosts import NetnsHosts, wait_for_port
 from pool_support import etcd_leaders
+from small_disk import moved_onto_tmpfs
 
 from openmhsm.cli.activation import grant_development_roles
 from openmhsm.client import credential_from_pool, retry_policy
@@ -47,6 +49,7 @@ POOL_NAME = "mhsm.deploy.openmhsm.test"
 START_TIMEOUT = 90.0
 HEAL_TIMEOUT = 60.0
 UNITS = ("etcd", "partition")
+SMALL_DISK_BYTES = 256 * 1024 * 1024  # room for etcd's preallocated 64 MiB WAL segments
 
 
 def missing() -> str | None:
@@ -73,6 +76,9 @@ class Pool:
     etcd: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     partitions: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     haproxy: subprocess.Popen[bytes] | None = None
+    small_disk: Path | None = None  # a host's install directory on a small tmpfs
+    small_disk_host: int | None = None
+    small_disk_missing: str = ""  # why there is none, when one was asked for
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -218,9 +224,12 @@ def activate(pool: Pool, work: Path) -> None:
 
 
 @contextmanager
-def started_pool(hosts: NetnsHosts, tmp: Path) -> Iterator[Pool]:
+def started_pool(
+    hosts: NetnsHosts, tmp: Path, small_disk_host: int | None = None
+) -> Iterator[Pool]:
     """Deploy, start and activate a pool on `hosts` (files under `tmp`); stop HAProxy after.
-    The hosts' processes are `hosts`'s: `NetnsHosts.close` kills them."""
+    The hosts' processes are `hosts`'s: `NetnsHosts.close` kills them. With `small_disk_host`,
+    that host's install directory is on a tmpfs of SMALL_DISK_BYTES (`Pool.small_disk`)."""
     started = time.monotonic()
     port = hosts.free_port()
     deploy_init(hosts, tmp / "deploy", port)
@@ -228,19 +237,27 @@ def started_pool(hosts: NetnsHosts, tmp: Path) -> Iterator[Pool]:
     logs.mkdir()
     pool = Pool(hosts, tmp / "deploy", tmp / "client", logs, port)
     client_pool_json(pool.root, pool.client_dir, hosts.bridge_ip)
-    for i in range(3):
-        pool.start(i, "etcd")
-    for i in range(3):
-        pool.start_partition(i)
-    for i in range(3):
-        pool.wait_ready(i, START_TIMEOUT)
-    try:
-        pool.start_haproxy()
-        activate(pool, tmp)
-        print(f"pool deployed and activated in {time.monotonic() - started:.1f} s")
-        yield pool
-    finally:
-        pool.stop_haproxy()
+    with ExitStack() as disks:
+        if small_disk_host is not None:
+            directory = pool.root / f"host-{small_disk_host}"
+            pool.small_disk_missing = disks.enter_context(
+                moved_onto_tmpfs(directory, SMALL_DISK_BYTES)
+            )
+            if not pool.small_disk_missing:
+                pool.small_disk, pool.small_disk_host = directory, small_disk_host
+        for i in range(3):
+            pool.start(i, "etcd")
+        for i in range(3):
+            pool.start_partition(i)
+        for i in range(3):
+            pool.wait_ready(i, START_TIMEOUT)
+        try:
+            pool.start_haproxy()
+            activate(pool, tmp)
+            print(f"pool deployed and activated in {time.monotonic() - started:.1f} s")
+            yield pool
+        finally:
+            pool.stop_haproxy()
 
 
 @dataclass
