@@ -4,7 +4,7 @@ have left either way. Without this, a checker that finds nothing would pass the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -123,6 +123,23 @@ def test_a_stale_read_is_found() -> None:
     history[3] = journal(("read", "k", "ack", {"version": "v1", "tags": {"op": "1"}}))[0]
     history[3].seq = 4
     assert len(check(history, healthy_pool(), healthy_pool()).stale_reads) == 1
+
+
+def test_a_stale_read_is_bounded_only_under_a_fault_and_when_young() -> None:
+    history = [*HISTORY]
+    history[2] = replace(HISTORY[2], ended=10.0)  # the rotate to v2 was acknowledged at 10 s
+    stale = journal(("read", "k", "ack", {"version": "v1", "tags": {"op": "2"}}))[0]
+    stale.seq = 4
+    for phase, started, unbounded in [
+        ("etcd leader SIGSTOP", 10.5, 0),  # half a second behind, under a hung member
+        ("etcd leader SIGSTOP", 13.0, 1),  # three seconds behind: beyond the bound
+        ("steady", 10.5, 1),  # no fault: never
+    ]:
+        stale.phase, stale.started = phase, started
+        history[3] = stale
+        report = check(history, healthy_pool(), healthy_pool())
+        assert report.stale_read_ages == [(phase, started - 10.0)]
+        assert len(report.unbounded_stale_reads(2.0)) == unbounded
 
 
 def test_an_in_doubt_write_may_have_happened_or_not() -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from checker import NOT_RESENT, check_pool, in_flight_on_crash, summary
+from checker import NOT_RESENT, STALE_READ_BOUND, check_pool, in_flight_on_crash, summary
 from faults import FaultLog, run_faults
 from journal import Outcome
 from link_shaping import Shape
@@ -218,6 +218,7 @@ def test_chaos_network(tmp_path: Path) -> None:
     assert healer.failures == []
     assert report.lost == [], "acknowledged writes lost"
     assert report.refused_applied == [], "refused writes took effect"
+    assert report.unbounded_stale_reads(STALE_READ_BOUND) == [], "stale reads beyond a fault"
     assert report.acknowledged_writes > 0
     assert unexplained == [], summary(unexplained)
     if CHAOS_STRICT:

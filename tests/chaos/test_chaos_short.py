@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker import Report, check_pool, summary
+from checker import STALE_READ_BOUND, Report, check_pool, summary
 from dev_pool import free_port
 from faults import SEQUENCE, ChaosPool, Faults, run_faults
 from workload import Workload
@@ -91,6 +91,7 @@ def test_chaos_short(tmp_path: Path) -> None:
     assert work.crashed == []
     assert report.lost == [], "acknowledged writes lost"
     assert report.refused_applied == [], "refused writes took effect"
+    assert report.unbounded_stale_reads(STALE_READ_BOUND) == [], "stale reads beyond a fault"
     assert report.acknowledged_writes > 0
     assert [f.name for f in faults.done if f.skipped and f.name != "partition disk full"] == []
     unexplained = report.unexplained_errors(faults.crash_phases())

@@ -73,7 +73,10 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.max_receive_message_length", 64 << 20),
 )
 _ALL_KEYS: Final = b"\0"  # as range_end: no upper bound
-WATCH_PROBE_AFTER: Final = 1.0  # seconds of a quiet watch stream before asking for progress
+# A partition serves reads from its cache, which is as fresh as its watch: these two bound how
+# long a watch on a hung member (stopped, starved, cut off) goes unnoticed.
+WATCH_PROBE_AFTER: Final = 0.25  # seconds of a quiet watch stream before asking for progress
+WATCH_PROGRESS_TIMEOUT: Final = 1.0  # seconds a member has to answer; then the next one
 
 
 class _Member:
@@ -300,16 +303,17 @@ class EtcdStorage:
 
     async def _next_or_hung(self, call: Any) -> Any:
         """The watch stream's next response. A stream quiet for `WATCH_PROBE_AFTER` seconds is
-        asked for progress; a member that does not answer within the request timeout is hung
-        (stopped, starved, cut off): TimeoutError, and the caller moves to the next member.
+        asked for progress; a member that does not answer within `WATCH_PROGRESS_TIMEOUT` is
+        hung (stopped, starved, cut off): TimeoutError, and the caller moves to the next member.
         gRPC keepalive alone took ~13 s to notice, and the partition's cache was stale
-        meanwhile."""
+        meanwhile. Leaving a member that was only slow costs a new stream, resumed from the
+        next revision."""
         read = asyncio.ensure_future(call.read())
         try:
             done, _ = await asyncio.wait({read}, timeout=WATCH_PROBE_AFTER)
             if not done:
                 await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
-                done, _ = await asyncio.wait({read}, timeout=self._timeout)
+                done, _ = await asyncio.wait({read}, timeout=WATCH_PROGRESS_TIMEOUT)
             if not done:
                 raise TimeoutError("etcd watch: no progress from the member")
             return read.result()
