@@ -234,11 +234,11 @@ def load_manifest(keys: BackupKeys, data: bytes, domain_id: str) -> Manifest:
             inner_code="SecurityDomainMismatch",
         )
     mac = body.pop("mac", None)
-    if (
-        not isinstance(mac, str)
-        or not mac.isascii()
-        or not hmac.compare_digest(mac, _mac(keys, body))
-    ):
+    try:
+        expected = _mac(keys, body)
+    except RecursionError:  # nested deeper than json.dumps goes: not a manifest we wrote
+        raise BackupInvalid("The backup manifest is malformed.") from None
+    if not isinstance(mac, str) or not mac.isascii() or not hmac.compare_digest(mac, expected):
         raise BackupInvalid("The backup manifest failed authentication (altered or corrupt).")
     try:
         return _parse_manifest(body)
