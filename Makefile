@@ -14,6 +14,7 @@ PYTEST_WORKERS ?= 2
 # etcd (Debian's etcd-server) backs the three-partition pool; the tests start their own clusters.
 # HAProxy runs the front door of `mhsm region frontdoor-config` (its test starts its own).
 # Chromium (headless) is the browser of the dashboard's test (tests/integration).
+# zsh runs the test of `mhsm completion zsh`.
 system-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -24,6 +25,9 @@ system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+	@command -v zsh >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq zsh; }
 
 # Azurite (Azure Storage's emulator, from npm) stands in for blob storage in the backup tests.
 AZURITE := .tools/node_modules/.bin/azurite-blob

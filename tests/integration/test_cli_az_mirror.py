@@ -1,13 +1,14 @@
 """The `mhsm` commands and flags that mirror `az keyvault` (issue 11), run as real processes
 against a dev pool: role assignments and definitions, settings, az's key flags, `--id` with the
-environment `mhsm env` prints, `-o table|tsv`, az-shaped errors, progress and bash completion.
-What the CLI did is checked through the Azure SDK, not through the CLI again."""
+environment `mhsm env` prints, `-o table|tsv`, az-shaped errors, progress, and bash and zsh
+completion. What the CLI did is checked through the Azure SDK, not through the CLI again."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -158,6 +159,43 @@ def test_forced_progress_goes_to_stderr(mhsm: Any) -> None:
     assert f"deleting {name} " in result.stderr  # text mode reads its "\r" as a newline
     quiet = mhsm(f"key recover --name {name} --progress --only-show-errors")
     assert (quiet.code, quiet.stderr) == (0, "")
+
+
+ZSH_PROBE = r"""
+source "$1"; shift
+# compadd works only inside a completion widget: here it prints what it is given, keeping the
+# words that start with what was typed, as zsh's default matcher does.
+compadd() {
+    local -a given
+    if [[ ${argv[-2]} == -a ]]; then given=(${(P)argv[-1]})
+    else given=(${argv[${argv[(i)-]}+1,-1]}); fi
+    print -l -- ${(M)given:#${PREFIX}*}
+}
+words=("$@"); CURRENT=$#; PREFIX=${words[CURRENT]}
+${=_comps[mhsm]}  # the completer the script registered for mhsm, called as zsh would
+"""
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (make system-deps)")
+def test_zsh_completion(tmp_path: Path) -> None:
+    """The zsh script registers a completer for mhsm (bash's function through bashcompinit) that
+    gives the same completions as bash's, nested command paths included."""
+    script = tmp_path / "mhsm.zsh"
+    script.write_text(ok(run(["completion", "zsh"])))
+
+    def complete(*words: str) -> list[str]:
+        done = subprocess.run(
+            ["zsh", "-f", "-c", ZSH_PROBE, "probe", str(script), *words],
+            capture_output=True, text=True, timeout=30, check=True,
+            env={**os.environ, "HOME": str(tmp_path)},  # compinit may write a .zcompdump
+        )  # fmt: skip
+        return done.stdout.split()
+
+    assert complete("mhsm", "ro") == ["role"]
+    assert complete("mhsm", "key", "cr") == ["create"]
+    assert complete("mhsm", "role", "assignment", "") == ["create", "list", "delete"]
+    assert complete("mhsm", "key", "create", "--kt") == ["--kty"]
+    assert complete("mhsm", "setting", "list", "-o", "t") == ["table", "tsv"]
 
 
 def test_bash_completion(tmp_path: Path) -> None:
