@@ -15,6 +15,7 @@ the context manager calls whatever happened. Every call is bounded by a timeout.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import secrets
@@ -23,7 +24,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,7 @@ from link_shaping import Shape
 
 COMMAND_TIMEOUT = 10.0
 SUBNET_TRIES = 50
+SUBNET_LOCK = "/tmp/openmhsm-netns-subnets.lock"
 
 
 def available() -> str | None:
@@ -68,6 +70,14 @@ def _used_prefixes() -> set[str]:
     """The `10.x.y` prefixes of this machine's routes and addresses."""
     text = _ip("-4", "route", "show", "table", "all").stdout + _ip("-4", "addr").stdout
     return {".".join(word.split(".")[:3]) for word in text.split() if word.startswith("10.")}
+
+
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """Between this machine's processes: checking a subnet is free and claiming it is one step."""
+    with open(SUBNET_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _pick_prefix() -> str:
@@ -130,7 +140,10 @@ class NetnsHosts:
 
     def _create(self) -> None:
         _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.bridge_ip}/24", "dev", self.bridge)
+        with _subnet_lock():  # another test's hosts may be picking a subnet right now
+            if self.prefix in _used_prefixes():
+                self._renumber(_pick_prefix())
+            _ip("addr", "add", f"{self.bridge_ip}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for host in self.hosts:
             _ip("netns", "add", host.namespace)
@@ -141,6 +154,11 @@ class NetnsHosts:
             _ip("-n", host.namespace, "addr", "add", f"{host.ip}/24", "dev", "eth0")
             _ip("-n", host.namespace, "link", "set", "eth0", "up")
             _ip("-n", host.namespace, "link", "set", "lo", "up")
+
+    def _renumber(self, prefix: str) -> None:
+        self.prefix, self.bridge_ip = prefix, f"{prefix}.254"
+        for host in self.hosts:
+            host.ip = f"{prefix}.{host.index + 1}"
 
     def close(self) -> None:
         """Kill every process started here (SIGKILL, by PID), delete the namespaces (and their

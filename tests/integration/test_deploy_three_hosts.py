@@ -87,6 +87,8 @@ class Worker:
 
 def test_a_killed_partition_costs_clients_nothing_and_rejoins(pool: Pool) -> None:
     with connect(pool.client_dir) as clients:
+        clients.key_client.create_ec_key("deploy-ec", curve="P-256")  # the worker's key
+        clients.key_client.create_rsa_key("deploy-rsa", size=2048)  # read after the rejoin
         worker, stop = Worker(clients), threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
