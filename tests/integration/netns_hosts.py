@@ -47,23 +47,22 @@ def available() -> str | None:
     return None
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], check: bool) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        ["ip", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+        list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
     )
     if check and done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
     return done
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run(["ip", *args], check)
 
 
 def _tc_root(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`tc` in the root namespace (on a link's bridge end)."""
-    done = subprocess.run(
-        ["tc", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(f"tc {' '.join(args)}: {done.stderr.strip()}")
-    return done
+    return _run(["tc", *args], check)
 
 
 def _used_prefixes() -> set[str]:

@@ -161,6 +161,14 @@ def test_forced_progress_goes_to_stderr(mhsm: Any) -> None:
     assert (quiet.code, quiet.stderr) == (0, "")
 
 
+# What typing these words and pressing Tab must offer, in either shell.
+COMPLETIONS: list[tuple[tuple[str, ...], list[str]]] = [
+    (("mhsm", "ro"), ["role"]),
+    (("mhsm", "key", "cr"), ["create"]),
+    (("mhsm", "role", "assignment", ""), ["create", "list", "delete"]),
+    (("mhsm", "key", "create", "--kt"), ["--kty"]),
+    (("mhsm", "setting", "list", "-o", "t"), ["table", "tsv"]),
+]
 ZSH_PROBE = r"""
 source "$1"; shift
 # compadd works only inside a completion widget: here it prints what it is given, keeping the
@@ -191,11 +199,8 @@ def test_zsh_completion(tmp_path: Path) -> None:
         )  # fmt: skip
         return done.stdout.split()
 
-    assert complete("mhsm", "ro") == ["role"]
-    assert complete("mhsm", "key", "cr") == ["create"]
-    assert complete("mhsm", "role", "assignment", "") == ["create", "list", "delete"]
-    assert complete("mhsm", "key", "create", "--kt") == ["--kty"]
-    assert complete("mhsm", "setting", "list", "-o", "t") == ["table", "tsv"]
+    for words, expected in COMPLETIONS:
+        assert complete(*words) == expected, words
 
 
 def test_bash_completion(tmp_path: Path) -> None:
@@ -212,8 +217,5 @@ def test_bash_completion(tmp_path: Path) -> None:
         )
         return done.stdout.split()
 
-    assert complete("mhsm", "ro") == ["role"]
-    assert complete("mhsm", "key", "cr") == ["create"]
-    assert complete("mhsm", "role", "assignment", "") == ["create", "list", "delete"]
-    assert complete("mhsm", "key", "create", "--kt") == ["--kty"]
-    assert complete("mhsm", "setting", "list", "-o", "t") == ["table", "tsv"]
+    for words, expected in COMPLETIONS:
+        assert complete(*words) == expected, words
