@@ -4,10 +4,12 @@ have left either way. Without this, a checker that finds nothing would pass the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from checker import check, in_flight_on_crash
 from journal import Outcome
@@ -133,13 +135,29 @@ def test_a_stale_read_is_bounded_only_under_a_fault_and_when_young() -> None:
     for phase, started, unbounded in [
         ("etcd leader SIGSTOP", 10.5, 0),  # half a second behind, under a hung member
         ("etcd leader SIGSTOP", 13.0, 1),  # three seconds behind: beyond the bound
-        ("steady", 10.5, 1),  # no fault: never
+        ("steady", 10.05, 0),  # the watch event a moment late
+        ("steady", 10.5, 1),  # no fault: no more than that
     ]:
         stale.phase, stale.started = phase, started
         history[3] = stale
         report = check(history, healthy_pool(), healthy_pool())
-        assert report.stale_read_ages == [(phase, started - 10.0)]
+        assert report.stale_read_ages == [(phase, pytest.approx(started - 10.0))]
         assert len(report.unbounded_stale_reads(2.0)) == unbounded
+
+
+def test_a_stale_read_is_aged_from_the_first_write_it_missed() -> None:
+    history = [*HISTORY]
+    history[0] = replace(HISTORY[0], ended=1.0)  # v1 {"op": "1"}
+    history[1] = replace(HISTORY[1], ended=4.0)  # v1 {"op": "2"}: the first write it missed
+    history[2] = replace(HISTORY[2], ended=10.0)  # v2
+    for detail, age in [
+        ({"version": "v1", "tags": {"op": "1"}}, 6.5),
+        ({"version": "v9", "tags": {}}, math.inf),  # a state no acknowledged write left
+    ]:
+        read = replace(HISTORY[3], detail=detail, phase="etcd leader SIGSTOP", started=10.5)
+        report = check([*history[:3], read, *history[4:]], healthy_pool(), healthy_pool())
+        assert report.stale_read_ages == [("etcd leader SIGSTOP", age)]
+        assert len(report.unbounded_stale_reads(2.0)) == 1
 
 
 def test_an_in_doubt_write_may_have_happened_or_not() -> None:

@@ -58,8 +58,9 @@ def moved_onto_tmpfs(directory: Path, size: int) -> Iterator[str]:
     opens them; yields '' or the reason it cannot be done. Unmounted afterwards."""
     staging = directory.with_name(directory.name + ".staging")
     shutil.copytree(directory, staging, symlinks=True)
-    reason = mount_tmpfs(directory, size)
+    reason = "not mounted"
     try:
+        reason = mount_tmpfs(directory, size)
         if not reason:
             shutil.copytree(staging, directory, symlinks=True, dirs_exist_ok=True)
             directory.chmod(staging.stat().st_mode & 0o7777)

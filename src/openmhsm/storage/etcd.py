@@ -281,14 +281,17 @@ class EtcdStorage:
                         )
                     if response.canceled:
                         break
-                    failures = 0 if response.events else failures
+                    if response.events or not response.created:
+                        failures = 0  # events or a progress answer: this member serves
                     for event in response.events:
                         yield _event(event)
                     if response.events:
                         next_revision = int(response.events[-1].kv.mod_revision) + 1
                     response = await self._next_or_hung(call)
-            except (grpc.aio.AioRpcError, TimeoutError):
-                pass  # the member died, hung or lost its leader: go on with the next one
+            except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
+                # The member died, hung or lost its leader (InvalidStateError: the stream ended
+                # just as a progress request was written): go on with the next one.
+                pass
             except asyncio.CancelledError:
                 if not self._closed_under_us():
                     raise
